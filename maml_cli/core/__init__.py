@@ -1,0 +1,27 @@
+"""The meta-learning core: a library usable from Python without Hydra."""
+from maml_cli.core.config import (
+    AdaptScope,
+    BatchNormPolicy,
+    Engine,
+    InnerLoopConfig,
+    LrGranularity,
+    OptimizerConfig,
+)
+from maml_cli.core.inner_lr import InnerLearningRates
+from maml_cli.core.learner import AdaptationCurve, MetaLearner, StepStats
+
+__all__ = [
+    "AdaptScope",
+    "AdaptationCurve",
+    "BatchNormPolicy",
+    "Engine",
+    "InnerLearningRates",
+    "InnerLoopConfig",
+    "LrGranularity",
+    "MetaLearner",
+    "OptimizerConfig",
+    "StepStats",
+]
+from maml_cli.core.outer import build_optimizer, build_scheduler, clip_meta_gradient  # noqa: E402
+
+__all__ += ["build_optimizer", "build_scheduler", "clip_meta_gradient"]

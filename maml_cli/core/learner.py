@@ -1,0 +1,309 @@
+"""MetaLearner: MAML and its family on any ``nn.Module``, through ``torch.func.functional_call``.
+
+The meta-objective is the MAML paper's: the query loss of the adapted parameters θ'ᵢ, **averaged**
+over the tasks of a meta-batch (the mean keeps the meta-learning rate independent of the meta-batch
+size; the original code does the same). Second-order MAML differentiates through the inner
+gradients; first-order MAML treats them as constants, so ∂θ'/∂θ = I.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, grad_and_value, vmap
+
+from maml_cli.core.config import AdaptScope, BatchNormPolicy, Engine, InnerLoopConfig
+from maml_cli.core.inner_lr import InnerLearningRates
+from maml_cli.data.tasks import TaskBatch
+from maml_cli.errors import MamlError
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+LOSSES: dict[str, LossFn] = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
+Params = dict[str, Tensor]
+
+
+@dataclass
+class StepStats:
+    """What one meta-training step measured, as tensors (no host sync in the hot loop)."""
+
+    loss: Tensor  # meta-loss (mean over tasks of the weighted query losses)
+    query_loss: Tensor  # mean final-step query loss
+    query_accuracy: Optional[Tensor]  # mean final-step query accuracy (classification)
+    support_losses: Tensor  # mean support loss before each inner step, shape [steps]
+
+
+@dataclass
+class AdaptationCurve:
+    """Query loss and accuracy of each task after 0..k inner steps, shapes ``[tasks, k+1]``."""
+
+    losses: Tensor
+    accuracies: Optional[Tensor]
+
+
+class MetaLearner(nn.Module):
+    """Meta-learns the initialisation of ``model`` (plus, optionally, its inner learning rates).
+
+    Use ``meta_backward`` on a meta-batch, then step any ``torch.optim`` optimiser over
+    ``parameters()``; ``evaluate`` adapts held-out tasks and returns their adaptation curves.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: str | LossFn = "cross_entropy",
+        inner: InnerLoopConfig | None = None,
+        head: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.inner = inner or InnerLoopConfig()
+        self.classification = loss == "cross_entropy"
+        if isinstance(loss, str):
+            if loss not in LOSSES:
+                raise MamlError(f"loss={loss!r} is not known; choose one of: {', '.join(LOSSES)}")
+            loss = LOSSES[loss]
+        self.loss_fn = loss
+        trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        if self.inner.adapt is AdaptScope.head:
+            prefix = (head or _last_child_with_parameters(model)) + "."
+            trainable = {n: p for n, p in trainable.items() if n.startswith(prefix)}
+        if not trainable:
+            raise MamlError("the model has no trainable parameters to adapt in the inner loop")
+        self.adapted_names = tuple(trainable)
+        self.inner_lr = InnerLearningRates(
+            trainable,
+            self.inner.lr,
+            self.inner.steps,
+            self.inner.lr_granularity,
+            self.inner.lr_per_step,
+            self.inner.learn_lr,
+        )
+        self.step_buffers = nn.ModuleList()
+        if self.inner.batchnorm is BatchNormPolicy.per_step:
+            if not any(getattr(m, "track_running_stats", False) for m in model.modules()):
+                raise MamlError("batchnorm=per_step needs BatchNorm layers with track_running_stats=True")
+            self.step_buffers.extend(_BufferSet(dict(model.named_buffers())) for _ in range(self.inner.steps + 1))
+
+    # ------------------------------------------------------------------ meta-training
+    def meta_backward(self, batch: TaskBatch, iteration: int = 0) -> StepStats:
+        """Accumulate the meta-gradient of the mean query loss over ``batch`` into ``.grad``."""
+        self.model.train()
+        first_order = self.inner.first_order or iteration < self.inner.first_order_iterations
+        weights = self.multi_step_weights(iteration)
+        meta, consts = self._split_parameters()
+        task = partial(self._task_loss, consts=consts, steps=self.inner.steps, first_order=first_order, weights=weights)
+        buffers = self._task_buffers(len(batch))
+        if self._engine(batch) is Engine.vmap:
+            grads, aux = vmap(grad(task, has_aux=True), in_dims=(None, 0, 0, 0, 0, 0), randomness="different")(
+                meta, buffers, *_fields(batch)
+            )
+            for name, g in grads.items():
+                p = meta[name]
+                p.grad = g.mean(0) if p.grad is None else p.grad + g.mean(0)
+        else:
+            auxes = []
+            for i in range(len(batch)):
+                loss, aux = task(meta, _index(buffers, i), *(t[i] for t in _fields(batch)))
+                (loss / len(batch)).backward()
+                auxes.append(aux)
+            aux = {k: torch.stack([a[k] for a in auxes]) for k in auxes[0]}
+        self._store_step_buffers(buffers)
+        return StepStats(
+            loss=aux["loss"].mean(),
+            query_loss=aux["query_loss"].mean(),
+            query_accuracy=aux["query_accuracy"].mean() if self.classification else None,
+            support_losses=aux["support_losses"].mean(0),
+        )
+
+    def multi_step_weights(self, iteration: int) -> Optional[Tensor]:
+        """MAML++'s multi-step loss weights for the query loss after each inner step.
+
+        Uniform at iteration 0, annealed linearly so that after ``multi_step_loss_iterations`` only
+        the final step counts (then ``None``: plain MAML). Non-final weights never drop below 0.03/k.
+        """
+        steps, span = self.inner.steps, self.inner.multi_step_loss_iterations
+        if span == 0 or steps < 2 or iteration >= span:
+            return None
+        uniform, floor = 1.0 / steps, 0.03 / steps
+        early = uniform - (uniform - floor) * iteration / span
+        weights = torch.full((steps,), early)
+        weights[-1] = 1.0 - early * (steps - 1)
+        return weights
+
+    # ------------------------------------------------------------------ evaluation / deployment
+    def evaluate(self, batch: TaskBatch, steps: int | None = None, lr: float | None = None) -> AdaptationCurve:
+        """Adapt every task of ``batch`` for ``steps`` (default ``eval_steps``) and record the curve.
+
+        Tasks are processed in vectorised chunks of ``eval_chunk``. ``lr`` overrides α with a fixed
+        scalar. Meta-parameters and BatchNorm statistics are left untouched.
+        """
+        steps = self.inner.eval_steps if steps is None else steps
+        self._set_eval_mode(True)
+        try:
+            task = partial(self._task_curve, tensors=self._detached_tensors(), steps=steps, lr=lr)
+            curves = []
+            for chunk in batch.chunks(self.inner.eval_chunk):
+                buffers = self._task_buffers(len(chunk))
+                curves.append(vmap(task, randomness="different")(buffers, *_fields(chunk)))
+        finally:
+            self._set_eval_mode(False)
+        losses = torch.cat([c[0] for c in curves])
+        return AdaptationCurve(losses, torch.cat([c[1] for c in curves]) if self.classification else None)
+
+    def adapt(self, x_support: Tensor, y_support: Tensor, steps: int | None = None, lr: float | None = None) -> Params:
+        """Adapted parameters for one task's support set (deployment); use them with ``predict``."""
+        steps = self.inner.eval_steps if steps is None else steps
+        self._set_eval_mode(True)
+        try:
+            buffers = _index(self._task_buffers(1), 0)
+            with torch.enable_grad():
+                path, _ = self._adapt(self._detached_tensors(), buffers, x_support, y_support, steps, True, lr)
+        finally:
+            self._set_eval_mode(False)
+        return {n: p.detach() for n, p in path[-1].items()}
+
+    @torch.no_grad()
+    def predict(self, params: Params, x: Tensor, step: int | None = None) -> Tensor:
+        """Model outputs for ``x`` under ``params`` adapted for ``step`` inner steps (from ``adapt``)."""
+        self._set_eval_mode(True)
+        try:
+            step = self.inner.eval_steps if step is None else step
+            return self._forward(params, _index(self._task_buffers(1), 0), step, x)
+        finally:
+            self._set_eval_mode(False)
+
+    # ------------------------------------------------------------------ one task, functionally
+    def _task_loss(self, meta: Params, buffers, x_s, y_s, x_q, y_q, *, consts, steps, first_order, weights):
+        """Meta-loss of one task and what to log, as a pure function of the meta-parameters."""
+        tensors = {**consts, **meta}
+        path, support_losses = self._adapt(tensors, buffers, x_s, y_s, steps, first_order)
+        scored = [steps] if weights is None else range(1, steps + 1)
+        outputs = {s: self._forward(path[s], buffers, s, x_q) for s in scored}
+        losses = {s: self.loss_fn(out, y_q) for s, out in outputs.items()}
+        if weights is None:
+            loss = losses[steps]
+        else:
+            loss = sum(w * losses[s] for w, s in zip(weights.to(losses[steps]), scored))
+        aux = {
+            "loss": loss.detach(),
+            "query_loss": losses[steps].detach(),
+            "support_losses": torch.stack(support_losses) if support_losses else loss.new_zeros(0).detach(),
+        }
+        if self.classification:
+            aux["query_accuracy"] = _accuracy(outputs[steps], y_q)
+        return loss, aux
+
+    def _task_curve(self, buffers, x_s, y_s, x_q, y_q, *, tensors, steps, lr):
+        """Query loss and accuracy of one task after each of 0..steps inner steps (no meta-gradient)."""
+        path, _ = self._adapt(tensors, buffers, x_s, y_s, steps, True, lr)
+        losses, accuracies = [], []
+        with torch.no_grad():
+            for step, params in enumerate(path):
+                out = self._forward(params, buffers, step, x_q)
+                losses.append(self.loss_fn(out, y_q))
+                accuracies.append(_accuracy(out, y_q) if self.classification else losses[-1])
+        return torch.stack(losses), torch.stack(accuracies)
+
+    def _adapt(self, tensors: Params, buffers, x_s, y_s, steps, first_order, lr=None):
+        """θ → θ − α ∇θ L_support, ``steps`` times; returns [θ₀, …, θ_k] and the support losses.
+
+        First-order: the inner gradient is computed on detached parameters, so it is a constant
+        and no second-order graph is ever built.
+        """
+        params, rates = _part(tensors, "model."), _part(tensors, "inner_lr.")
+        path, support_losses = [params], []
+        for step in range(steps):
+            frozen = {n: t.detach() for n, t in params.items()} if first_order else params
+            adapted = {n: frozen[n] for n in self.adapted_names}
+
+            def support_loss(sub: Params, frozen=frozen, step=step) -> Tensor:
+                return self.loss_fn(self._forward({**frozen, **sub}, buffers, step, x_s), y_s)
+
+            grads, value = grad_and_value(support_loss)(adapted)
+            params = dict(params)
+            for n in self.adapted_names:
+                alpha = lr if lr is not None else self.inner_lr.lookup(rates, step, n)
+                params[n] = params[n] - alpha * grads[n]
+            path.append(params)
+            support_losses.append(value.detach())
+        return path, support_losses
+
+    def _forward(self, params: Params, buffers, step: int, x: Tensor) -> Tensor:
+        step_buffers = buffers[min(step, len(buffers) - 1)] if isinstance(buffers, list) else buffers
+        return functional_call(self.model, (params, step_buffers), (x,))
+
+    # ------------------------------------------------------------------ parameters and buffers
+    def _split_parameters(self) -> tuple[Params, Params]:
+        """(meta-parameters, constants): trainable parameters and frozen ones (model and rates)."""
+        meta, consts = {}, {}
+        for name, p in self.named_parameters():
+            (meta if p.requires_grad else consts)[name] = p
+        return meta, consts
+
+    def _detached_tensors(self) -> Params:
+        return {n: p.detach() for n, p in self.named_parameters()}
+
+    def _task_buffers(self, tasks: int):
+        """Per-task copies of the buffers, so that no task's statistics leak into another's."""
+        sets = [b.as_dict() for b in self.step_buffers] or [dict(self.model.named_buffers())]
+        return [{n: t.detach().expand(tasks, *t.shape).clone() for n, t in s.items()} for s in sets]
+
+    @torch.no_grad()
+    def _store_step_buffers(self, buffers) -> None:
+        """Per-step running statistics: the mean over tasks of each task's update (MAML++)."""
+        for stored, updated in zip(self.step_buffers, buffers):
+            for name, t in updated.items():
+                stored.get(name).copy_(t.float().mean(0).to(t.dtype) if t.is_floating_point() else t[0])
+
+    def _set_eval_mode(self, evaluating: bool) -> None:
+        """Per-step statistics are used at evaluation; transductive BatchNorm always uses the batch's."""
+        use_running = evaluating and self.inner.batchnorm is BatchNormPolicy.per_step
+        self.model.train(not use_running)
+
+    def _engine(self, batch: TaskBatch) -> Engine:
+        if self.inner.engine is Engine.auto:
+            return Engine.loop if batch.x_support.device.type == "cpu" else Engine.vmap
+        return self.inner.engine
+
+
+class _BufferSet(nn.Module):
+    """A copy of a model's buffers (one inner step's BatchNorm statistics)."""
+
+    def __init__(self, buffers: dict[str, Tensor]) -> None:
+        super().__init__()
+        self.names = list(buffers)
+        for name, t in buffers.items():
+            self.register_buffer(name.replace(".", "__"), t.detach().clone())
+
+    def get(self, name: str) -> Tensor:
+        return getattr(self, name.replace(".", "__"))
+
+    def as_dict(self) -> dict[str, Tensor]:
+        return {n: self.get(n) for n in self.names}
+
+
+def _fields(batch: TaskBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return batch.x_support, batch.y_support, batch.x_query, batch.y_query
+
+
+def _part(tensors: Params, prefix: str) -> Params:
+    return {n[len(prefix) :]: t for n, t in tensors.items() if n.startswith(prefix)}
+
+
+def _index(buffers, i: int):
+    return [{n: t[i] for n, t in s.items()} for s in buffers]
+
+
+def _accuracy(logits: Tensor, labels: Tensor) -> Tensor:
+    return (logits.argmax(-1) == labels).float().mean()
+
+
+def _last_child_with_parameters(model: nn.Module) -> str:
+    names = [n for n, m in model.named_children() if any(True for _ in m.parameters())]
+    if not names:
+        raise MamlError("adapt=head needs a model whose last child module holds the head's parameters")
+    return names[-1]
