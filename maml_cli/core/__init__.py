@@ -9,6 +9,7 @@ from maml_cli.core.config import (
 )
 from maml_cli.core.inner_lr import InnerLearningRates
 from maml_cli.core.learner import AdaptationCurve, MetaLearner, StepStats
+from maml_cli.core.outer import build_optimizer, build_scheduler, clip_meta_gradient
 
 __all__ = [
     "AdaptScope",
@@ -21,7 +22,7 @@ __all__ = [
     "MetaLearner",
     "OptimizerConfig",
     "StepStats",
+    "build_optimizer",
+    "build_scheduler",
+    "clip_meta_gradient",
 ]
-from maml_cli.core.outer import build_optimizer, build_scheduler, clip_meta_gradient  # noqa: E402
-
-__all__ += ["build_optimizer", "build_scheduler", "clip_meta_gradient"]

@@ -104,12 +104,14 @@ class MetaLearner(nn.Module):
             for name, g in grads.items():
                 p = meta[name]
                 p.grad = g.mean(0) if p.grad is None else p.grad + g.mean(0)
+            buffers = aux.pop("buffers")
         else:
             auxes = []
             for i in range(len(batch)):
                 loss, aux = task(meta, _index(buffers, i), *(t[i] for t in _fields(batch)))
                 (loss / len(batch)).backward()
                 auxes.append(aux)
+            buffers = _stack([a.pop("buffers") for a in auxes])
             aux = {k: torch.stack([a[k] for a in auxes]) for k in auxes[0]}
         self._store_step_buffers(buffers)
         return StepStats(
@@ -161,7 +163,7 @@ class MetaLearner(nn.Module):
         try:
             buffers = _index(self._task_buffers(1), 0)
             with torch.enable_grad():
-                path, _ = self._adapt(self._detached_tensors(), buffers, x_support, y_support, steps, True, lr)
+                path, _, _ = self._adapt(self._detached_tensors(), buffers, x_support, y_support, steps, True, lr)
         finally:
             self._set_eval_mode(False)
         return {n: p.detach() for n, p in path[-1].items()}
@@ -172,7 +174,7 @@ class MetaLearner(nn.Module):
         self._set_eval_mode(True)
         try:
             step = self.inner.eval_steps if step is None else step
-            return self._forward(params, _index(self._task_buffers(1), 0), step, x)
+            return self._forward(params, _index(self._task_buffers(1), 0), step, x)[0]
         finally:
             self._set_eval_mode(False)
 
@@ -180,9 +182,11 @@ class MetaLearner(nn.Module):
     def _task_loss(self, meta: Params, buffers, x_s, y_s, x_q, y_q, *, consts, steps, first_order, weights):
         """Meta-loss of one task and what to log, as a pure function of the meta-parameters."""
         tensors = {**consts, **meta}
-        path, support_losses = self._adapt(tensors, buffers, x_s, y_s, steps, first_order)
+        path, support_losses, buffers = self._adapt(tensors, buffers, x_s, y_s, steps, first_order)
         scored = [steps] if weights is None else range(1, steps + 1)
-        outputs = {s: self._forward(path[s], buffers, s, x_q) for s in scored}
+        outputs = {}
+        for s in scored:
+            outputs[s], buffers = self._forward(path[s], buffers, s, x_q)
         losses = {s: self.loss_fn(out, y_q) for s, out in outputs.items()}
         if weights is None:
             loss = losses[steps]
@@ -192,6 +196,7 @@ class MetaLearner(nn.Module):
             "loss": loss.detach(),
             "query_loss": losses[steps].detach(),
             "support_losses": torch.stack(support_losses) if support_losses else loss.new_zeros(0).detach(),
+            "buffers": buffers,  # the running statistics after this task (stored by the per_step policy)
         }
         if self.classification:
             aux["query_accuracy"] = _accuracy(outputs[steps], y_q)
@@ -199,17 +204,17 @@ class MetaLearner(nn.Module):
 
     def _task_curve(self, buffers, x_s, y_s, x_q, y_q, *, tensors, steps, lr):
         """Query loss and accuracy of one task after each of 0..steps inner steps (no meta-gradient)."""
-        path, _ = self._adapt(tensors, buffers, x_s, y_s, steps, True, lr)
+        path, _, buffers = self._adapt(tensors, buffers, x_s, y_s, steps, True, lr)
         losses, accuracies = [], []
         with torch.no_grad():
             for step, params in enumerate(path):
-                out = self._forward(params, buffers, step, x_q)
+                out, _ = self._forward(params, buffers, step, x_q)
                 losses.append(self.loss_fn(out, y_q))
                 accuracies.append(_accuracy(out, y_q) if self.classification else losses[-1])
         return torch.stack(losses), torch.stack(accuracies)
 
     def _adapt(self, tensors: Params, buffers, x_s, y_s, steps, first_order, lr=None):
-        """θ → θ − α ∇θ L_support, ``steps`` times; returns [θ₀, …, θ_k] and the support losses.
+        """θ → θ − α ∇θ L_support, ``steps`` times; returns [θ₀, …, θ_k], the support losses and the buffers.
 
         First-order: the inner gradient is computed on detached parameters, so it is a constant
         and no second-order graph is ever built.
@@ -220,21 +225,35 @@ class MetaLearner(nn.Module):
             frozen = {n: t.detach() for n, t in params.items()} if first_order else params
             adapted = {n: frozen[n] for n in self.adapted_names}
 
-            def support_loss(sub: Params, frozen=frozen, step=step) -> Tensor:
-                return self.loss_fn(self._forward({**frozen, **sub}, buffers, step, x_s), y_s)
+            def support_loss(sub: Params, frozen=frozen, step=step, buffers=buffers):
+                out, buffers = self._forward({**frozen, **sub}, buffers, step, x_s)
+                return self.loss_fn(out, y_s), buffers
 
-            grads, value = grad_and_value(support_loss)(adapted)
+            grads, (value, buffers) = grad_and_value(support_loss, has_aux=True)(adapted)
             params = dict(params)
             for n in self.adapted_names:
                 alpha = lr if lr is not None else self.inner_lr.lookup(rates, step, n)
                 params[n] = params[n] - alpha * grads[n]
             path.append(params)
             support_losses.append(value.detach())
-        return path, support_losses
+        return path, support_losses, buffers
 
-    def _forward(self, params: Params, buffers, step: int, x: Tensor) -> Tensor:
-        step_buffers = buffers[min(step, len(buffers) - 1)] if isinstance(buffers, list) else buffers
-        return functional_call(self.model, (params, step_buffers), (x,))
+    def _forward(self, params: Params, buffers: list, step: int, x: Tensor) -> tuple[Tensor, list]:
+        """Model outputs for ``x`` at inner step ``step``, and the buffer sets after the call.
+
+        Buffers are threaded functionally: in training mode BatchNorm updates its running
+        statistics in place, so it is given fresh copies of the step's buffers, returned in a new
+        list. torch.func's transforms forbid in-place updates of tensors captured from outside.
+        """
+        index = min(step, len(buffers) - 1)
+        state = buffers[index]
+        if not self.model.training:
+            return functional_call(self.model, (params, state), (x,)), buffers
+        state = {n: t.clone() for n, t in state.items()}
+        out = functional_call(self.model, (params, state), (x,))
+        buffers = list(buffers)
+        buffers[index] = {n: t.detach() for n, t in state.items()}
+        return out, buffers
 
     # ------------------------------------------------------------------ parameters and buffers
     def _split_parameters(self) -> tuple[Params, Params]:
@@ -296,6 +315,11 @@ def _part(tensors: Params, prefix: str) -> Params:
 
 def _index(buffers, i: int):
     return [{n: t[i] for n, t in s.items()} for s in buffers]
+
+
+def _stack(per_task: list) -> list:
+    """Per-task buffer sets → one set of stacked tensors (the inverse of ``_index``)."""
+    return [{n: torch.stack([task[s][n] for task in per_task]) for n in per_task[0][s]} for s in range(len(per_task[0]))]
 
 
 def _accuracy(logits: Tensor, labels: Tensor) -> Tensor:

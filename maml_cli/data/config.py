@@ -8,7 +8,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import List, Optional
+from typing import Any, List, Optional
+
+
+def choice(value: Any) -> str:
+    """A choice's string value, whether given as one of the Enums below or as plain text (from YAML)."""
+    return value.value if isinstance(value, Enum) else str(value)
 
 
 class OmniglotSplit(str, Enum):

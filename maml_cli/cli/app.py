@@ -1,0 +1,41 @@
+"""One decorator turns a task function into a Hydra console command with friendly errors."""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Any, Callable
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+import maml_cli.cli.schema  # noqa: F401  (registers the schemas before Hydra composes)
+from maml_cli.errors import MamlError
+
+log = logging.getLogger("maml_cli")
+
+
+def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
+    """``@hydra_command("train")`` on ``task(cfg)`` gives the ``main()`` of a console script.
+
+    A :class:`MamlError` is reported as one line without a traceback: a single run exits with
+    status 1; in a multirun the job fails (Hydra's sweepers carry on and report it).
+    """
+
+    def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+        @functools.wraps(task)
+        def run(cfg: DictConfig) -> Any:
+            try:
+                return task(cfg)
+            except MamlError as error:
+                if HydraConfig.get().mode is RunMode.MULTIRUN:
+                    log.error("%s", error)
+                    raise
+                print(f"Error: {error}", file=sys.stderr)
+                sys.exit(1)
+
+        return hydra.main(version_base="1.3", config_path="pkg://maml_cli.conf", config_name=config_name)(run)
+
+    return decorate

@@ -1,0 +1,110 @@
+"""Omniglot (Lake, Salakhutdinov & Tenenbaum, 2015): 1623 handwritten characters of 50 alphabets,
+drawn by 20 people each.
+
+Reads the official ``images_background.zip`` and ``images_evaluation.zip`` (or the folders they
+extract to, ``<archive>/<alphabet>/<character>/<id>_<drawer>.png``) from the data root (see
+``storage``), downloading them when ``download`` is set. Images are made grayscale, resized to
+``image_size`` with ``resample`` (from 8-bit grayscale, so every filter applies) and, with
+``invert``, inverted so strokes are 1 on a 0 background. The result, ``uint8 [1623, 20, 1, H, W]``,
+is cached, keyed by the archives' content and these settings. Splits: see ``splits``.
+"""
+from __future__ import annotations
+
+import zipfile
+import zlib
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from maml_cli.data.config import choice
+from maml_cli.data.dataset import ImageDataset
+from maml_cli.data.images import decode_images
+from maml_cli.data.sampler import ClassPool
+from maml_cli.data.splits import omniglot_split
+from maml_cli.data.storage import cached, data_roots, find_root, fingerprint
+from maml_cli.errors import MamlError
+
+URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
+ARCHIVES = ("images_background", "images_evaluation")
+DRAWERS = 20
+FILES = " and ".join(f"{a}.zip" for a in ARCHIVES)
+
+
+class Omniglot(ImageDataset):
+    name = "omniglot"
+
+    def __init__(self, cfg: Any):
+        sources = _locate(cfg)
+        size, resample, invert = int(cfg.image_size), choice(cfg.resample), bool(cfg.invert)
+        key = {"sources": {a: fingerprint(p) for a, p in sources.items()}, "image_size": size, "resample": resample, "invert": invert}
+        data = cached(cfg, "omniglot", key, lambda: _build(sources, size, resample, invert))
+        names = [c.split("/", 1)[1] for c in data["classes"]]  # <alphabet>/<character>
+        split = omniglot_split(data["classes"], choice(cfg.split), int(cfg.split_seed))
+        pools = {s: ClassPool.from_blocks(data["images"][idx], [names[i] for i in idx]) for s, idx in split.items()}
+        super().__init__(pools, list(cfg.augment_splits))
+
+
+def _source(root: Path, archive: str) -> Path | None:
+    """The archive's zip file under ``root``, else its extracted folder, else None."""
+    return next((p for p in (root / f"{archive}.zip", root / archive) if p.exists()), None)
+
+
+def _locate(cfg: Any) -> dict[str, Path]:
+    """Each archive's zip or folder, downloaded into the preferred root if no root has them all."""
+    root = find_root(cfg, lambda r: all(_source(r, a) for a in ARCHIVES))
+    if root is None:
+        root = data_roots(cfg)[0]
+        if not cfg.download:
+            searched = ", ".join(str(r) for r in data_roots(cfg))
+            raise MamlError(f"Omniglot not found (looked in {searched}): put {FILES} from {URL} in {root}, "
+                            "or set download=true")
+        _download(root, [a for a in ARCHIVES if _source(root, a) is None])
+    return {a: _source(root, a) for a in ARCHIVES}
+
+
+def _download(root: Path, archives: list[str]) -> None:
+    from torchvision.datasets.utils import download_url
+
+    for archive in archives:
+        try:
+            download_url(URL + f"{archive}.zip", root, f"{archive}.zip")
+        except Exception as err:  # network errors come in many types
+            (root / f"{archive}.zip").unlink(missing_ok=True)
+            raise MamlError(f"cannot download Omniglot ({err}); download {FILES} from {URL} and put them in {root}") from err
+
+
+def _pngs(source: Path, stack: ExitStack) -> dict[str, tuple[str, Callable[[], Path | bytes]]]:
+    """``<archive>/<alphabet>/<character>/<file>.png`` -> (name for messages, reader) in a zip or folder."""
+    if source.is_dir():
+        return {p.relative_to(source.parent).as_posix(): (str(p), lambda p=p: p) for p in source.rglob("*.png")}
+    try:
+        archive = stack.enter_context(zipfile.ZipFile(source))
+    except (zipfile.BadZipFile, OSError) as err:
+        raise MamlError(f"cannot read Omniglot archive {source} ({err}); replace it with a fresh copy of {URL}{source.name}") from err
+
+    def read(member: str) -> bytes:
+        try:
+            return archive.read(member)
+        except (zipfile.BadZipFile, zlib.error, OSError) as err:
+            raise MamlError(f"corrupt file {member} in Omniglot archive {source} ({err}); replace the archive") from err
+
+    return {m: (f"{source}:{m}", lambda m=m: read(m)) for m in archive.namelist() if m.endswith(".png")}
+
+
+def _build(sources: dict[str, Path], size: int, resample: str, invert: bool) -> dict[str, Any]:
+    """Every character's images, ``uint8 [characters, DRAWERS, 1, size, size]``, and the character ids."""
+    with ExitStack() as stack:
+        files = {rel: entry for source in sources.values() for rel, entry in _pngs(source, stack).items()}
+        characters: dict[str, list[str]] = {}
+        for rel in sorted(files):
+            characters.setdefault(rel.rsplit("/", 1)[0], []).append(rel)
+        for character, pngs in characters.items():
+            if len(pngs) != DRAWERS or character.count("/") != 2:
+                raise MamlError(f"Omniglot character {character} has {len(pngs)} images, expected {DRAWERS} in "
+                                "<archive>/<alphabet>/<character>/; replace the archives with fresh copies")
+        named = ((files[rel][0], files[rel][1]()) for pngs in characters.values() for rel in pngs)
+        images = decode_images(named, len(characters) * DRAWERS, 1, size, resample)
+    images = images.view(len(characters), DRAWERS, 1, size, size)
+    return {"images": 255 - images if invert else images, "classes": list(characters)}

@@ -1,0 +1,107 @@
+"""Vectorised few-shot task sampling from an in-memory pool of labelled images."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from maml_cli.data.tasks import TaskBatch
+from maml_cli.errors import MamlError
+
+Draw = Callable[[int, torch.Generator], TaskBatch]  # (tasks, generator) -> a batch of that many tasks
+
+
+def check_positive(**values: int) -> None:
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise MamlError(f"{key} must be a positive integer, got {value!r}")
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed derived from ``parts``; the same in every process and on every machine."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU generator, so CPU and GPU runs draw the same tasks."""
+    return torch.Generator().manual_seed(seed)
+
+
+class TaskSampler:
+    """Random meta-batches from ``draw``, driven by its own generator (checkpointable)."""
+
+    def __init__(self, draw: Draw, seed: int):
+        self._draw = draw
+        self.generator = generator(seed)
+
+    def sample(self, tasks: int) -> TaskBatch:
+        check_positive(tasks=tasks)
+        return self._draw(tasks, self.generator)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+@dataclass(frozen=True)
+class ClassPool:
+    """The images of one split: ``images`` ``uint8 [N, C, H, W]`` with each class stored contiguously,
+    ``counts[k]`` images for class ``k`` (classes may differ in size), named ``names[k]``."""
+
+    images: Tensor
+    counts: Tensor
+    names: tuple[str, ...]
+
+    @staticmethod
+    def from_blocks(blocks: Tensor, names: list[str]) -> "ClassPool":
+        """From equal-size classes ``[classes, per_class, C, H, W]``."""
+        counts = torch.full((blocks.shape[0],), blocks.shape[1], dtype=torch.long)
+        return ClassPool(blocks.reshape(-1, *blocks.shape[2:]), counts, tuple(names))
+
+    @property
+    def offsets(self) -> Tensor:
+        return self.counts.cumsum(0) - self.counts
+
+    def select(self, classes: list[int]) -> "ClassPool":
+        """A pool of the given classes, in that order."""
+        counts = self.counts[torch.as_tensor(classes, dtype=torch.long)]
+        shift = self.offsets[classes] - (counts.cumsum(0) - counts)  # where each class starts: here minus there
+        index = torch.arange(int(counts.sum())) + shift.repeat_interleave(counts)
+        return ClassPool(self.images[index], counts, tuple(self.names[k] for k in classes))
+
+    def rotated(self) -> "ClassPool":
+        """Four times the classes: each class also rotated by 90, 180 and 270 degrees as new classes."""
+        images = torch.cat([torch.rot90(self.images, k, dims=(-2, -1)) for k in range(4)])
+        names = tuple(f"{name}/rot{90 * k}" for k in range(4) for name in self.names)
+        return ClassPool(images, self.counts.repeat(4), names)
+
+    def to(self, device: torch.device | str) -> "ClassPool":
+        """Images on ``device``; the bookkeeping stays on the CPU, where tasks are drawn."""
+        return ClassPool(self.images.to(device), self.counts, self.names)
+
+    def draw(self, tasks: int, ways: int, shots: int, queries: int, generator: torch.Generator) -> TaskBatch:
+        """``tasks`` episodes: ``ways`` distinct classes each, labelled ``0..ways-1`` in a random order, with
+        ``shots`` support and ``queries`` query images per class, all distinct. Sets are ordered by label.
+
+        Needs ``ways <= classes`` and ``shots + queries <= counts.min()``: the caller checks.
+        """
+        per_class = shots + queries
+        classes = torch.rand(tasks, len(self.counts), generator=generator).topk(ways, dim=1).indices
+        keys = torch.rand(tasks, ways, int(self.counts.max()), generator=generator)
+        keys.masked_fill_(torch.arange(keys.shape[-1]) >= self.counts[classes].unsqueeze(-1), 2.0)
+        index = self.offsets[classes].unsqueeze(-1) + keys.topk(per_class, dim=2, largest=False).indices
+        labels = torch.arange(ways, device=self.images.device).expand(tasks, ways)
+
+        def take(picks: Tensor) -> tuple[Tensor, Tensor]:
+            flat = picks.reshape(-1).to(self.images.device)
+            x = self.images.index_select(0, flat).float().div_(255)
+            y = labels.repeat_interleave(picks.shape[-1], dim=1)
+            return x.reshape(tasks, -1, *self.images.shape[1:]), y
+
+        return TaskBatch(*take(index[..., :shots]), *take(index[..., shots:]))
