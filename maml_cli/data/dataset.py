@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from functools import partial
 from typing import Iterable
 
 import torch
 
-from maml_cli.data.sampler import ClassPool, Draw, TaskSampler, check_positive, generator, stable_seed
+from maml_cli.data.sampler import ClassPool, Plan, Realize, TaskSampler, check_positive, generator, stable_seed
 from maml_cli.data.tasks import TaskBatch
 from maml_cli.errors import MamlError
 
@@ -24,25 +25,30 @@ class FewShotDataset(ABC):
         """Classes in ``split`` (rotated copies count as classes); 0 for regression."""
 
     @abstractmethod
-    def _drawer(self, split: str, ways: int, shots: int, queries: int, device: torch.device) -> Draw:
-        """A function drawing tasks of this shape from a generator, after checking the shape is possible."""
+    def _tasks(self, split: str, ways: int, shots: int, queries: int, device: torch.device) -> tuple[Plan, Realize]:
+        """How to draw tasks of this shape, after checking that the shape is possible."""
 
     def _episode_key(self, split: str, ways: int, shots: int, queries: int, seed: int) -> tuple:
         """What a fixed episode depends on (besides its index)."""
         return self.name, split, ways, shots, queries, seed
 
-    def sampler(self, split: str, ways: int, shots: int, queries: int, seed: int = 0, device: str | torch.device = "cpu") -> TaskSampler:
-        """Random meta-batches of ``split``, reproducible from ``seed`` (and resumable via its state)."""
-        draw = self._drawer(self._check_split(split), ways, shots, queries, torch.device(device))
-        return TaskSampler(draw, stable_seed("sampler", self.name, split, seed))
+    def _episode_plan(self, plan: Plan, key: tuple, num_tasks: int) -> torch.Tensor:
+        """The choices of fixed episodes: task ``i`` from its own generator, seeded by ``key`` and ``i``."""
+        check_positive(num_tasks=num_tasks)
+        return torch.cat([plan(1, generator(stable_seed(*key, i))) for i in range(num_tasks)])
 
-    def episodes(self, split: str, ways: int, shots: int, queries: int, num_tasks: int, seed: int = 0, device: str | torch.device = "cpu") -> TaskBatch:
+    def sampler(self, split: str, ways: int, shots: int, queries: int, seed: int = 0,
+                device: str | torch.device = "cpu") -> TaskSampler:
+        """Random meta-batches of ``split``, reproducible from ``seed`` (and resumable via its state)."""
+        plan, realize = self._tasks(self._check_split(split), ways, shots, queries, torch.device(device))
+        return TaskSampler(plan, realize, stable_seed("sampler", self.name, split, seed))
+
+    def episodes(self, split: str, ways: int, shots: int, queries: int, num_tasks: int, seed: int = 0,
+                 device: str | torch.device = "cpu") -> TaskBatch:
         """Fixed evaluation tasks: task ``i`` depends only on the data, the task shape, ``seed`` and ``i``,
         so they are the same in every run and on every machine, and a smaller ``num_tasks`` gives a prefix."""
-        draw = self._drawer(self._check_split(split), ways, shots, queries, torch.device(device))
-        check_positive(num_tasks=num_tasks)
-        key = self._episode_key(split, ways, shots, queries, seed)
-        return TaskBatch.cat([draw(1, generator(stable_seed(*key, i))) for i in range(num_tasks)])
+        plan, realize = self._tasks(self._check_split(split), ways, shots, queries, torch.device(device))
+        return realize(self._episode_plan(plan, self._episode_key(split, ways, shots, queries, seed), num_tasks))
 
     def _check_split(self, split: str) -> str:
         if split not in self.splits:
@@ -66,12 +72,13 @@ class ImageDataset(FewShotDataset):
         self.input_shape = tuple(next(iter(pools.values())).images.shape[1:])
 
     def num_classes(self, split: str) -> int:
-        return len(self._pools[self._check_split(split)].names)
+        return len(self.pool(split).names)
 
-    def class_names(self, split: str) -> tuple[str, ...]:
-        return self._pools[self._check_split(split)].names
+    def pool(self, split: str) -> ClassPool:
+        """The images, class sizes and class names of ``split`` (after rotation augmentation)."""
+        return self._pools[self._check_split(split)]
 
-    def _drawer(self, split: str, ways: int, shots: int, queries: int, device: torch.device) -> Draw:
+    def _tasks(self, split: str, ways: int, shots: int, queries: int, device: torch.device) -> tuple[Plan, Realize]:
         check_positive(ways=ways, shots=shots, queries=queries)
         pool = self._pools[split]
         if ways > len(pool.names):
@@ -84,5 +91,5 @@ class ImageDataset(FewShotDataset):
                             f"{int(pool.counts[smallest])}")
         if (split, device) not in self._on_device:
             self._on_device[split, device] = pool.to(device)
-        on_device = self._on_device[split, device]
-        return lambda tasks, gen: on_device.draw(tasks, ways, shots, queries, gen)
+        realize = partial(self._on_device[split, device].realize, shots=shots)
+        return partial(pool.plan, ways=ways, per_class=shots + queries), realize

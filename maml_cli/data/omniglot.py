@@ -3,10 +3,10 @@ drawn by 20 people each.
 
 Reads the official ``images_background.zip`` and ``images_evaluation.zip`` (or the folders they
 extract to, ``<archive>/<alphabet>/<character>/<id>_<drawer>.png``) from the data root (see
-``storage``), downloading them when ``download`` is set. Images are made grayscale, resized to
-``image_size`` with ``resample`` (from 8-bit grayscale, so every filter applies) and, with
-``invert``, inverted so strokes are 1 on a 0 background. The result, ``uint8 [1623, 20, 1, H, W]``,
-is cached, keyed by the archives' content and these settings. Splits: see ``splits``.
+``storage``), downloading them when ``download`` is set. The 1-bit PNGs are made 8-bit grayscale
+(for which PIL honours every ``resample`` filter), resized to ``image_size`` and, with ``invert``,
+inverted so strokes are 1 on a 0 background. The resized images, ``uint8 [1623, 20, 1, H, W]``, are
+cached, keyed by the archives' content, ``image_size`` and ``resample``. Splits: see ``splits``.
 """
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ import zlib
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
-
-import torch
 
 from maml_cli.data.config import choice
 from maml_cli.data.dataset import ImageDataset
@@ -37,12 +35,13 @@ class Omniglot(ImageDataset):
 
     def __init__(self, cfg: Any):
         sources = _locate(cfg)
-        size, resample, invert = int(cfg.image_size), choice(cfg.resample), bool(cfg.invert)
-        key = {"sources": {a: fingerprint(p) for a, p in sources.items()}, "image_size": size, "resample": resample, "invert": invert}
-        data = cached(cfg, "omniglot", key, lambda: _build(sources, size, resample, invert))
+        size, resample = int(cfg.image_size), choice(cfg.resample)
+        key = {"sources": {a: fingerprint(p) for a, p in sources.items()}, "image_size": size, "resample": resample}
+        data = cached(cfg, "omniglot", key, lambda: _build(sources, size, resample))
+        images = 255 - data["images"] if cfg.invert else data["images"]
         names = [c.split("/", 1)[1] for c in data["classes"]]  # <alphabet>/<character>
         split = omniglot_split(data["classes"], choice(cfg.split), int(cfg.split_seed))
-        pools = {s: ClassPool.from_blocks(data["images"][idx], [names[i] for i in idx]) for s, idx in split.items()}
+        pools = {s: ClassPool.from_blocks(images[idx], [names[i] for i in idx]) for s, idx in split.items()}
         super().__init__(pools, list(cfg.augment_splits))
 
 
@@ -72,7 +71,8 @@ def _download(root: Path, archives: list[str]) -> None:
             download_url(URL + f"{archive}.zip", root, f"{archive}.zip")
         except Exception as err:  # network errors come in many types
             (root / f"{archive}.zip").unlink(missing_ok=True)
-            raise MamlError(f"cannot download Omniglot ({err}); download {FILES} from {URL} and put them in {root}") from err
+            raise MamlError(f"cannot download Omniglot ({err}); download {FILES} from {URL} "
+                            f"and put them in {root}") from err
 
 
 def _pngs(source: Path, stack: ExitStack) -> dict[str, tuple[str, Callable[[], Path | bytes]]]:
@@ -82,7 +82,8 @@ def _pngs(source: Path, stack: ExitStack) -> dict[str, tuple[str, Callable[[], P
     try:
         archive = stack.enter_context(zipfile.ZipFile(source))
     except (zipfile.BadZipFile, OSError) as err:
-        raise MamlError(f"cannot read Omniglot archive {source} ({err}); replace it with a fresh copy of {URL}{source.name}") from err
+        raise MamlError(f"cannot read Omniglot archive {source} ({err}); "
+                        f"replace it with a fresh copy of {URL}{source.name}") from err
 
     def read(member: str) -> bytes:
         try:
@@ -93,7 +94,7 @@ def _pngs(source: Path, stack: ExitStack) -> dict[str, tuple[str, Callable[[], P
     return {m: (f"{source}:{m}", lambda m=m: read(m)) for m in archive.namelist() if m.endswith(".png")}
 
 
-def _build(sources: dict[str, Path], size: int, resample: str, invert: bool) -> dict[str, Any]:
+def _build(sources: dict[str, Path], size: int, resample: str) -> dict[str, Any]:
     """Every character's images, ``uint8 [characters, DRAWERS, 1, size, size]``, and the character ids."""
     with ExitStack() as stack:
         files = {rel: entry for source in sources.values() for rel, entry in _pngs(source, stack).items()}
@@ -106,5 +107,4 @@ def _build(sources: dict[str, Path], size: int, resample: str, invert: bool) -> 
                                 "<archive>/<alphabet>/<character>/; replace the archives with fresh copies")
         named = ((files[rel][0], files[rel][1]()) for pngs in characters.values() for rel in pngs)
         images = decode_images(named, len(characters) * DRAWERS, 1, size, resample)
-    images = images.view(len(characters), DRAWERS, 1, size, size)
-    return {"images": 255 - images if invert else images, "classes": list(characters)}
+    return {"images": images.view(len(characters), DRAWERS, 1, size, size), "classes": list(characters)}

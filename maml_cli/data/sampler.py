@@ -11,7 +11,8 @@ from torch import Tensor
 from maml_cli.data.tasks import TaskBatch
 from maml_cli.errors import MamlError
 
-Draw = Callable[[int, torch.Generator], TaskBatch]  # (tasks, generator) -> a batch of that many tasks
+Plan = Callable[[int, torch.Generator], Tensor]  # the random choices of `tasks` tasks: a CPU tensor [tasks, ...]
+Realize = Callable[[Tensor], TaskBatch]  # the tasks those choices make
 
 
 def check_positive(**values: int) -> None:
@@ -32,15 +33,15 @@ def generator(seed: int) -> torch.Generator:
 
 
 class TaskSampler:
-    """Random meta-batches from ``draw``, driven by its own generator (checkpointable)."""
+    """Random meta-batches, drawn with its own CPU generator (checkpointable via its state)."""
 
-    def __init__(self, draw: Draw, seed: int):
-        self._draw = draw
+    def __init__(self, plan: Plan, realize: Realize, seed: int):
+        self._plan, self._realize = plan, realize
         self.generator = generator(seed)
 
     def sample(self, tasks: int) -> TaskBatch:
         check_positive(tasks=tasks)
-        return self._draw(tasks, self.generator)
+        return self._realize(self._plan(tasks, self.generator))
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -85,23 +86,22 @@ class ClassPool:
         """Images on ``device``; the bookkeeping stays on the CPU, where tasks are drawn."""
         return ClassPool(self.images.to(device), self.counts, self.names)
 
-    def draw(self, tasks: int, ways: int, shots: int, queries: int, generator: torch.Generator) -> TaskBatch:
-        """``tasks`` episodes: ``ways`` distinct classes each, labelled ``0..ways-1`` in a random order, with
-        ``shots`` support and ``queries`` query images per class, all distinct. Sets are ordered by label.
-
-        Needs ``ways <= classes`` and ``shots + queries <= counts.min()``: the caller checks.
-        """
-        per_class = shots + queries
+    def plan(self, tasks: int, generator: torch.Generator, ways: int, per_class: int) -> Tensor:
+        """Image indices ``[tasks, ways, per_class]``: ``ways`` distinct classes per task, in a random order,
+        and ``per_class`` distinct images of each. Needs ``ways <= classes`` and ``per_class <= counts.min()``."""
         classes = torch.rand(tasks, len(self.counts), generator=generator).topk(ways, dim=1).indices
         keys = torch.rand(tasks, ways, int(self.counts.max()), generator=generator)
         keys.masked_fill_(torch.arange(keys.shape[-1]) >= self.counts[classes].unsqueeze(-1), 2.0)
-        index = self.offsets[classes].unsqueeze(-1) + keys.topk(per_class, dim=2, largest=False).indices
+        return self.offsets[classes].unsqueeze(-1) + keys.topk(per_class, dim=2, largest=False).indices
+
+    def realize(self, index: Tensor, shots: int) -> TaskBatch:
+        """The tasks of ``plan``'s indices: per class, the first ``shots`` images support, the rest query;
+        class ``k`` of a task is labelled ``k``; both sets are ordered by label."""
+        tasks, ways = index.shape[:2]
         labels = torch.arange(ways, device=self.images.device).expand(tasks, ways)
 
         def take(picks: Tensor) -> tuple[Tensor, Tensor]:
-            flat = picks.reshape(-1).to(self.images.device)
-            x = self.images.index_select(0, flat).float().div_(255)
-            y = labels.repeat_interleave(picks.shape[-1], dim=1)
-            return x.reshape(tasks, -1, *self.images.shape[1:]), y
+            x = self.images.index_select(0, picks.reshape(-1).to(self.images.device)).float().div_(255)
+            return x.view(tasks, -1, *self.images.shape[1:]), labels.repeat_interleave(picks.shape[-1], dim=1)
 
         return TaskBatch(*take(index[..., :shots]), *take(index[..., shots:]))

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from maml_cli.data.dataset import FewShotDataset
-from maml_cli.data.sampler import Draw, check_positive, generator, stable_seed
+from maml_cli.data.sampler import Plan, Realize, check_positive
 from maml_cli.data.tasks import TaskBatch
 from maml_cli.errors import MamlError
 
@@ -22,8 +22,8 @@ def _range(cfg: Any, field: str) -> tuple[float, float]:
     return values[0], values[1]
 
 
-def _uniform(bounds: tuple[float, float], shape: tuple[int, ...], gen: torch.Generator) -> Tensor:
-    return torch.rand(shape, generator=gen) * (bounds[1] - bounds[0]) + bounds[0]
+def _scale(u: Tensor, bounds: tuple[float, float]) -> Tensor:
+    return u * (bounds[1] - bounds[0]) + bounds[0]
 
 
 class Sinusoid(FewShotDataset):
@@ -38,26 +38,24 @@ class Sinusoid(FewShotDataset):
         self._check_split(split)
         return 0
 
-    def task_parameters(self, split: str, shots: int, queries: int, num_tasks: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    def task_parameters(self, split: str, shots: int, queries: int, num_tasks: int,
+                        seed: int = 0) -> tuple[Tensor, Tensor]:
         """Amplitudes and phases ``[num_tasks]`` of the curves of ``episodes()`` with the same arguments."""
-        check_positive(shots=shots, queries=queries, num_tasks=num_tasks)
-        key = self._episode_key(self._check_split(split), 0, shots, queries, seed)
-        amplitude, phase = zip(*(self._parameters(1, generator(stable_seed(*key, i))) for i in range(num_tasks)))
-        return torch.cat(amplitude), torch.cat(phase)
+        plan, _ = self._tasks(self._check_split(split), 1, shots, queries, torch.device("cpu"))
+        u = self._episode_plan(plan, self._episode_key(split, 1, shots, queries, seed), num_tasks)
+        return _scale(u[:, 0], self.amplitude), _scale(u[:, 1], self.phase)
 
     def _episode_key(self, split: str, ways: int, shots: int, queries: int, seed: int) -> tuple:
         return self.name, split, shots, queries, seed
 
-    def _parameters(self, tasks: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-        return _uniform(self.amplitude, (tasks,), gen), _uniform(self.phase, (tasks,), gen)
-
-    def _drawer(self, split: str, ways: int, shots: int, queries: int, device: torch.device) -> Draw:
+    def _tasks(self, split: str, ways: int, shots: int, queries: int, device: torch.device) -> tuple[Plan, Realize]:
+        """Plan: uniform numbers ``[tasks, 2 + shots + queries]`` for amplitude, phase and the inputs."""
         check_positive(shots=shots, queries=queries)
 
-        def draw(tasks: int, gen: torch.Generator) -> TaskBatch:
-            amplitude, phase = (p.view(tasks, 1, 1) for p in self._parameters(tasks, gen))
-            x_support, x_query = (_uniform(self.x_range, (tasks, n, 1), gen) for n in (shots, queries))
+        def realize(u: Tensor) -> TaskBatch:
+            amplitude, phase = _scale(u[:, :1, None], self.amplitude), _scale(u[:, 1:2, None], self.phase)
+            x_support, x_query = _scale(u[:, 2:, None], self.x_range).split([shots, queries], dim=1)
             y_support, y_query = (amplitude * torch.sin(x - phase) for x in (x_support, x_query))
-            return TaskBatch(x_support, y_support, x_query, y_query).to(device)
+            return TaskBatch(x_support.contiguous(), y_support, x_query.contiguous(), y_query).to(device)
 
-        return draw
+        return (lambda tasks, gen: torch.rand(tasks, 2 + shots + queries, generator=gen)), realize

@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 def data_roots(cfg: Any) -> list[Path]:
     """Candidate roots of ``cfg``'s dataset, in order of preference."""
     if cfg.root:
-        return [Path(cfg.root).expanduser()]
+        return [Path(cfg.root).expanduser().absolute()]
     parents = [os.environ.get("MAML_DATA_ROOT"), "~/.maml_cli/data", "./data"]
-    return [Path(p).expanduser() / cfg.name for p in parents if p]
+    return [Path(p).expanduser().absolute() / cfg.name for p in parents if p]
 
 
 def find_root(cfg: Any, has_data: Callable[[Path], bool]) -> Path | None:
