@@ -132,7 +132,7 @@ class MetaLearner(nn.Module):
             return None
         uniform, floor = 1.0 / steps, 0.03 / steps
         early = uniform - (uniform - floor) * iteration / span
-        weights = torch.full((steps,), early)
+        weights = torch.full((steps,), early, dtype=torch.float64)  # exact for float64 models
         weights[-1] = 1.0 - early * (steps - 1)
         return weights
 
@@ -191,7 +191,7 @@ class MetaLearner(nn.Module):
         if weights is None:
             loss = losses[steps]
         else:
-            loss = sum(w * losses[s] for w, s in zip(weights.to(losses[steps]), scored))
+            loss = sum(w * losses[s] for w, s in zip(weights.tolist(), scored))
         aux = {
             "loss": loss.detach(),
             "query_loss": losses[steps].detach(),
@@ -276,7 +276,10 @@ class MetaLearner(nn.Module):
         """Per-step running statistics: the mean over tasks of each task's update (MAML++)."""
         for stored, updated in zip(self.step_buffers, buffers):
             for name, t in updated.items():
-                stored.get(name).copy_(t.float().mean(0).to(t.dtype) if t.is_floating_point() else t[0])
+                if t.is_floating_point():  # averaged in at least float32 (half-precision buffers), float64 kept
+                    stored.get(name).copy_(t.mean(0, dtype=torch.promote_types(t.dtype, torch.float32)))
+                else:
+                    stored.get(name).copy_(t[0])
 
     def _set_eval_mode(self, evaluating: bool) -> None:
         """Per-step statistics are used at evaluation; transductive BatchNorm always uses the batch's."""
@@ -319,7 +322,7 @@ def _index(buffers, i: int):
 
 def _stack(per_task: list) -> list:
     """Per-task buffer sets → one set of stacked tensors (the inverse of ``_index``)."""
-    return [{n: torch.stack([task[s][n] for task in per_task]) for n in per_task[0][s]} for s in range(len(per_task[0]))]
+    return [{n: torch.stack([task[s][n] for task in per_task]) for n in first} for s, first in enumerate(per_task[0])]
 
 
 def _accuracy(logits: Tensor, labels: Tensor) -> Tensor:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from core_helpers import (
+    single_thread,  # noqa: F401 (autouse fixture)
     DTYPE,
     central_difference,
     classification_batch,
