@@ -11,7 +11,7 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING, II
 
-from maml_cli.core.config import InnerLoopConfig, OptimizerConfig, check_range
+from maml_cli.core.config import BatchNormPolicy, InnerLoopConfig, OptimizerConfig, check_range
 from maml_cli.data.config import FolderConfig, MiniImageNetConfig, OmniglotConfig, SinusoidConfig
 from maml_cli.errors import MamlError
 from maml_cli.models.config import Conv4Config, MLPConfig
@@ -57,6 +57,12 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto: CUDA when present, else CPU
     name: str = "default"  # experiment name: the W&B group of single runs
+    log_every: int = 50  # meta-steps between progress lines / W&B training metrics
+    val_every: int = 500  # meta-steps between validations (and at the end)
+    val_tasks: int = 200  # fixed validation episodes
+    test_tasks: int = 600  # fixed test episodes for the best checkpoint at the end (0: none)
+    checkpoint_every: int = 500  # meta-steps between writes of checkpoints/last.pt (and at the end)
+    resume: Optional[str] = None  # true: this job's checkpoints/last.pt if any; or a checkpoint / run dir
     dataset: Any = MISSING
     model: Any = MISSING
     algorithm: InnerLoopConfig = field(default_factory=InnerLoopConfig)
@@ -67,6 +73,11 @@ class TrainConfig:
         check_task_shape(self)
         check_range("meta_batch_size", self.meta_batch_size, minimum=1)
         check_range("iterations", self.iterations, minimum=0)
+        for key in ("log_every", "val_every", "checkpoint_every"):
+            check_range(key, getattr(self, key), minimum=1)
+        check_range("val_tasks", self.val_tasks, minimum=2)  # a confidence interval needs two tasks
+        if self.test_tasks:
+            check_range("test_tasks", self.test_tasks, minimum=2)
         check_device(self.device)
 
 
@@ -98,3 +109,60 @@ DATASETS = {
     "folder": FolderConfig,
 }
 MODELS = {"conv4": Conv4Config, "mlp": MLPConfig}
+
+
+# ---------------------------------------------------------------- evaluation and deployment
+
+
+@dataclass
+class CheckpointSource:
+    """A trained model: a ``checkpoint`` file, or a training ``run`` directory (its ``best.pt``)."""
+
+    checkpoint: Optional[str] = None
+    run: Optional[str] = None
+    steps: Optional[int] = None  # inner steps (default: the checkpoint's algorithm.eval_steps)
+    lr: Optional[float] = None  # inner learning rate, one scalar (default: the checkpoint's, learned or not)
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if (self.checkpoint is None) == (self.run is None):
+            raise MamlError("give exactly one of checkpoint=PATH (a .pt file) or run=DIR (a training run directory)")
+        if self.steps is not None:
+            check_range("steps", self.steps, minimum=0)
+        if self.lr is not None:
+            check_range("lr", self.lr, minimum=0.0, exclusive=True)
+        check_device(self.device)
+
+
+@dataclass
+class EvalConfig(CheckpointSource):
+    """``maml-eval``: adaptation curves on fixed episodes; task settings left unset keep the checkpoint's."""
+
+    split: str = "test"
+    ways: Optional[int] = None
+    shots: Optional[int] = None
+    queries: Optional[int] = None
+    tasks: int = 600
+    seed: int = 0  # which fixed episodes
+    batchnorm: Optional[BatchNormPolicy] = None
+    eval_chunk: Optional[int] = None  # tasks adapted together (default: the checkpoint's algorithm.eval_chunk)
+    data_root: Optional[str] = None
+    plot_tasks: int = 3  # sinusoid: tasks drawn in fits.png
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("ways", "shots", "queries", "eval_chunk"):
+            if getattr(self, key) is not None:
+                check_range(key, getattr(self, key), minimum=2 if key == "ways" else 1)
+        check_range("tasks", self.tasks, minimum=2)  # a confidence interval needs two tasks
+        check_range("plot_tasks", self.plot_tasks, minimum=0)
+
+
+@dataclass
+class AdaptConfig(CheckpointSource):
+    """``maml-adapt``: adapt on labelled ``support`` folders, predict the images in ``query``."""
+
+    support: str = MISSING  # one sub-folder of images per class
+    query: str = MISSING  # the images to classify
+    output: Optional[str] = None  # CSV path (default: predictions.csv in the run directory)

@@ -10,7 +10,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from maml_cli.config import DATASETS, MODELS, TrainConfig, with_task_shape
+from maml_cli.config import DATASETS, MODELS, AdaptConfig, EvalConfig, TrainConfig, with_task_shape
 from maml_cli.errors import MamlError
 
 
@@ -31,6 +31,8 @@ def register() -> None:
     """Store the schemas in Hydra's ConfigStore (group ``schema``, out of the selectable groups)."""
     store = ConfigStore.instance()
     store.store(group="schema", name="train", node=TrainConfig)
+    store.store(group="schema", name="eval", node=EvalConfig)
+    store.store(group="schema", name="adapt", node=AdaptConfig)
     for name, config in DATASETS.items():
         store.store(group="schema/dataset", name=name, node=with_task_shape(config))
     for name, config in MODELS.items():

@@ -1,11 +1,28 @@
-"""``maml-train``: meta-training from the composed config."""
+"""``maml-train``: meta-training from the composed config (see ``maml_cli.training``)."""
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from maml_cli.cli.app import hydra_command
 from maml_cli.cli.schema import TrainConfig, validate
+from maml_cli.training import RunInfo, train
 
 
 @hydra_command("train")
-def main(cfg: DictConfig) -> float | None:
-    config = validate(cfg, TrainConfig)
-    print(config)
+def main(cfg: DictConfig) -> float:
+    """Returns the best validation score (accuracy, or −MSE), which sweepers such as Optuna maximise."""
+    return train(validate(cfg, TrainConfig), run_info())
+
+
+def run_info() -> RunInfo:
+    """This Hydra job's directory, W&B name (its overrides, seed excluded) and sweep."""
+    hydra = HydraConfig.get()
+    return RunInfo(
+        output_dir=Path(hydra.runtime.output_dir),
+        name=hydra.job.override_dirname or "defaults",
+        sweep=Path(hydra.sweep.dir).name if hydra.mode is RunMode.MULTIRUN else None,
+        overrides=list(hydra.overrides.task),
+        choices={k: v for k, v in hydra.runtime.choices.items() if v is not None and not k.startswith("hydra/")},
+    )

@@ -1,0 +1,32 @@
+"""Scoring fixed episodes: the per-task score after adaptation, and its mean ± 95% confidence interval."""
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+from maml_cli.core import MetaLearner
+from maml_cli.data import TaskBatch
+
+
+def metric_name(learner: MetaLearner) -> str:
+    """``acc`` (higher is better) for classification, ``mse`` (lower is better) for regression."""
+    return "acc" if learner.classification else "mse"
+
+
+def is_better(metric: str, value: float, best: float | None) -> bool:
+    return best is None or (value > best if metric == "acc" else value < best)
+
+
+def mean_ci95(values: Tensor) -> tuple[float, float]:
+    """Mean and half-width of its 95% confidence interval, 1.96·std/√n (n ≥ 2)."""
+    values = values.double()
+    return values.mean().item(), 1.96 * values.std().item() / math.sqrt(values.numel())
+
+
+def score_episodes(learner: MetaLearner, episodes: TaskBatch, steps: int | None = None) -> dict[str, float]:
+    """Adapt every episode (``steps`` default: ``eval_steps``) and score its query set: mean and ci95."""
+    curve = learner.evaluate(episodes, steps=steps)
+    final = curve.accuracies[:, -1] if learner.classification else curve.losses[:, -1]
+    mean, ci95 = mean_ci95(final)
+    return {"mean": mean, "ci95": ci95}

@@ -1,0 +1,50 @@
+"""Which settings a resumed run uses: the checkpoint's, except the run-control keys given again."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import OmegaConf
+
+from maml_cli.config import TrainConfig
+from maml_cli.runtime import train_config_from_dict
+
+log = logging.getLogger(__name__)
+
+# keys that may change between a run and its resumption: how long, where, how often to report
+RUN_CONTROL = ("iterations", "device", "log_every", "val_every", "checkpoint_every", "test_tasks", "resume", "logger",
+               "dataset.root", "dataset.cache_dir")
+
+
+def config_dict(config: TrainConfig) -> dict:
+    """The resolved config as plain data (Enums as strings), as W&B and checkpoints store it."""
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True, enum_to_str=True)
+
+
+def resumed_config(saved: dict, current: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
+    """The checkpoint's config, with the ``overrides`` of run-control keys taken from ``current``.
+
+    Any other override that differs from the checkpoint would change what is being trained, so it
+    is ignored with a warning (repeating the original command line with ``resume=true`` is fine).
+    """
+    merged, now = OmegaConf.create(saved), OmegaConf.create(config_dict(current))
+    keys = {override: override.lstrip("+~").split("=", 1)[0] for override in overrides}
+    control = {key for key in keys.values() if any(key == k or key.startswith(f"{k}.") for k in RUN_CONTROL)}
+    for key in control:
+        OmegaConf.update(merged, key, OmegaConf.select(now, key), merge=False)
+    ignored = [override for override, key in keys.items()
+               if key not in control and OmegaConf.select(merged, key) != OmegaConf.select(now, key)]
+    if ignored:
+        log.warning("resuming with the checkpoint's settings; ignoring %s (only %s may change)",
+                    " ".join(ignored), ", ".join(RUN_CONTROL))
+    return train_config_from_dict(OmegaConf.to_container(merged))
+
+
+def adopt_best(checkpoint: Path, output_dir: Path) -> None:
+    """Resuming another run's checkpoint: copy its ``best.pt`` here, so this run dir is complete."""
+    source, target = checkpoint.parent / "best.pt", output_dir / "checkpoints" / "best.pt"
+    if source.is_file() and not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)

@@ -1,0 +1,208 @@
+"""The meta-training loop: validation, best/last checkpoints, exact resume, W&B metrics, results.json."""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+
+import torch
+
+from maml_cli.config import TrainConfig
+from maml_cli.core import StepStats, build_optimizer, build_scheduler, clip_meta_gradient
+from maml_cli.data import TaskBatch, build_dataset
+from maml_cli.errors import MamlError
+from maml_cli.runtime import build_learner, resolve_device, seed_everything
+from maml_cli.training.checkpoint import (atomic_write, find_checkpoint, load_checkpoint, restore_rng, rng_state,
+                                         save_checkpoint)
+from maml_cli.training.metrics import is_better, metric_name, score_episodes
+from maml_cli.training.progress import Progress, peak_memory_mb
+from maml_cli.training.resume import adopt_best, config_dict, resumed_config
+from maml_cli.training.tracking import RunInfo, log_checkpoints, run_identity, tracked_run
+
+log = logging.getLogger(__name__)
+
+
+def train(config: TrainConfig, info: RunInfo) -> float:
+    """Meta-train in ``info.output_dir``; returns the best validation score (accuracy, or −MSE).
+
+    With ``config.resume`` the run continues from a checkpoint, bit for bit, W&B run included.
+    """
+    path = find_checkpoint(config.resume, info.output_dir)
+    checkpoint = load_checkpoint(path) if path else None
+    if checkpoint:
+        log.info("resuming from %s at step %d", path, checkpoint["step"])
+        config = resumed_config(checkpoint["config"], config, info.overrides)
+        adopt_best(path, info.output_dir)
+    values = config_dict(config)
+    with tracked_run(values, info, checkpoint["wandb"] if checkpoint else None) as run:
+        return Trainer(config, values, info, run).fit(checkpoint)
+
+
+class Trainer:
+    """One training job's state; ``fit`` runs it to ``config.iterations`` meta-steps."""
+
+    def __init__(self, config: TrainConfig, values: dict, info: RunInfo, run):
+        self.config, self.values, self.info, self.run = config, values, info, run
+        self.device = resolve_device(config.device)
+        seed_everything(config.seed)
+        self.dataset = build_dataset(config.dataset)
+        self.learner = build_learner(config, self.dataset).to(self.device)
+        self.optimizer = build_optimizer(self.learner.parameters(), config.optimizer)
+        self.scheduler = build_scheduler(self.optimizer, config.optimizer, config.iterations)
+        self.shape = (config.ways, config.shots, config.queries)
+        self.sampler = self.dataset.sampler("train", *self.shape, seed=config.seed, device=self.device)
+        self.val_episodes = self.dataset.episodes("val", *self.shape, num_tasks=config.val_tasks, device=self.device)
+        self.metric = metric_name(self.learner)
+        self.step, self.history = 0, []
+        self.best = {"metric": f"val/{self.metric}", "value": None, "step": None}
+        self.sums: dict[str, torch.Tensor] = {}  # training statistics since the last log line, on the device
+        self.summed = 0  # meta-steps in ``sums``
+        self.nonfinite = torch.tensor(-1, device=self.device)  # first step with a non-finite meta-loss
+        self.checkpoints = info.output_dir / "checkpoints"
+
+    def fit(self, checkpoint: dict | None = None) -> float:
+        if checkpoint:
+            self._restore(checkpoint)
+        cfg = self.config
+        log.info("training %s on %s: %d meta-steps of %d tasks, from step %d, in %s", self.info.name, self.device,
+                 cfg.iterations, cfg.meta_batch_size, self.step, self.info.output_dir)
+        with Progress(cfg.iterations, self.step) as progress:
+            for step in range(self.step + 1, cfg.iterations + 1):
+                batch = self.sampler.sample(cfg.meta_batch_size)
+                self._meta_step(batch)
+                self.step = step
+                progress.advance()
+                due = [step % every == 0 or step == cfg.iterations
+                       for every in (cfg.log_every, cfg.val_every, cfg.checkpoint_every)]
+                if any(due):
+                    self._check_finite()
+                if due[0]:
+                    self._log(batch, progress)
+                if due[1]:
+                    self._validate()
+                if due[2]:
+                    self._save("last")
+        if not self.history:  # nothing to train: score and keep the initialisation
+            self._validate()
+            self._save("last")
+        self._finish(self._test())
+        return self.best["value"] if self.metric == "acc" else -self.best["value"]
+
+    # ------------------------------------------------------------------ the hot loop (no host sync)
+    def _meta_step(self, batch: TaskBatch) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = self.learner.meta_backward(batch, iteration=self.step)
+        clip_meta_gradient(self.learner.parameters(), self.config.optimizer)
+        self.optimizer.step()
+        self.scheduler.step()
+        self._accumulate(stats)
+        self.nonfinite = torch.where(torch.isfinite(stats.loss) | (self.nonfinite >= 0), self.nonfinite, self.step + 1)
+
+    def _accumulate(self, stats: StepStats) -> None:
+        values = {"loss": stats.loss, "query_loss": stats.query_loss, "query_acc": stats.query_accuracy,
+                  "support_loss": stats.support_losses}
+        for key, value in values.items():
+            if value is not None:
+                self.sums[key] = self.sums[key] + value.detach() if key in self.sums else value.detach()
+        self.summed += 1
+
+    def _check_finite(self) -> None:
+        step, last = int(self.nonfinite), self.checkpoints / "last.pt"
+        if step >= 0:
+            kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written"
+            raise MamlError(f"the meta-loss became non-finite at step {step}; stopped ({kept}). "
+                            "Try a smaller optimizer.lr or algorithm.lr, or optimizer.clip_grad_norm")
+
+    # ------------------------------------------------------------------ intervals (host sync is fine)
+    def _log(self, batch: TaskBatch, progress: Progress) -> None:
+        mean = {k: (v / self.summed).tolist() for k, v in self.sums.items()}
+        self.sums, self.summed = {}, 0
+        curve = self.learner.evaluate(batch, steps=self.config.algorithm.steps)  # pre/post on this meta-batch
+        scores = curve.accuracies if self.learner.classification else curve.losses
+        pre, post = scores[:, 0].mean().item(), scores[:, -1].mean().item()
+        rate, m = progress.rate(), self.metric
+        metrics = {
+            "meta/step": self.step,
+            "train/loss": mean["loss"],
+            "train/query_loss": mean["query_loss"],
+            **({"train/query_acc": mean["query_acc"]} if "query_acc" in mean else {}),
+            **{f"train/support_loss/step_{i}": v for i, v in enumerate(mean["support_loss"])},
+            f"train/{m}_pre": pre,
+            f"train/{m}_post": post,
+            "train/adaptation_gain": post - pre if m == "acc" else pre - post,
+            "train/meta_lr": self.scheduler.get_last_lr()[0],
+            "perf/steps_per_s": rate,
+            "perf/tasks_per_s": rate * self.config.meta_batch_size,
+            "perf/peak_memory_mb": peak_memory_mb(self.device),
+        }
+        self.run.log(metrics)
+        shown = {"loss": mean["loss"], **({"acc": mean["query_acc"]} if "query_acc" in mean else {}),
+                 "gain": metrics["train/adaptation_gain"]}
+        progress.report(shown, rate)
+
+    def _validate(self) -> None:
+        result = {"step": self.step, **score_episodes(self.learner, self.val_episodes)}
+        self.history.append(result)
+        m = self.metric
+        self.run.log({"meta/step": self.step, f"val/{m}": result["mean"], f"val/{m}_ci95": result["ci95"]})
+        if is_better(m, result["mean"], self.best["value"]):
+            self.best.update(value=result["mean"], step=self.step)
+            self._save("best")
+        log.info("validation at step %d: %s %.4f ± %.4f (best %.4f at step %d)", self.step, m, result["mean"],
+                 result["ci95"], self.best["value"], self.best["step"])
+        self._write_results()
+
+    def _save(self, kind: str) -> None:
+        save_checkpoint(self.checkpoints / f"{kind}.pt", {
+            "config": self.values,
+            "learner": self.learner.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "best": dict(self.best),
+            "rng": rng_state(self.sampler),
+            "wandb": run_identity(self.run, self.values),
+            "history": list(self.history),
+        })
+
+    def _restore(self, checkpoint: dict) -> None:
+        self.learner.load_state_dict(checkpoint["learner"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        restore_rng(checkpoint["rng"], self.sampler)
+        self.step, self.best, self.history = checkpoint["step"], dict(checkpoint["best"]), list(checkpoint["history"])
+
+    # ------------------------------------------------------------------ the end
+    def _test(self) -> dict | None:
+        """The best checkpoint on ``test_tasks`` fixed test episodes."""
+        if not self.config.test_tasks:
+            return None
+        learner = copy.deepcopy(self.learner)
+        learner.load_state_dict(load_checkpoint(self.checkpoints / "best.pt")["learner"])
+        episodes = self.dataset.episodes("test", *self.shape, num_tasks=self.config.test_tasks, device=self.device)
+        result = {"step": self.best["step"], "tasks": self.config.test_tasks, **score_episodes(learner, episodes)}
+        log.info("test (best.pt, step %d, %d tasks): %s %.4f ± %.4f", result["step"], result["tasks"], self.metric,
+                 result["mean"], result["ci95"])
+        return result
+
+    def _finish(self, test: dict | None) -> None:
+        m = self.metric
+        self.run.summary["best/step"] = self.best["step"]
+        if test:
+            self.run.summary[f"test/{m}"], self.run.summary[f"test/{m}_ci95"] = test["mean"], test["ci95"]
+        log_checkpoints(self.run, self.values, {n: self.checkpoints / n for n in ("best.pt", "last.pt")},
+                        {"step": self.step, "best": self.best})
+        self._write_results(test, finished=True)
+
+    def _write_results(self, test: dict | None = None, finished: bool = False) -> None:
+        """``results.json``: what ``maml-compare`` reads from a run dir, kept current while training."""
+        cfg = self.config
+        results = {
+            "name": cfg.name, "run": self.info.name, "wandb": run_identity(self.run, self.values),
+            "dataset": cfg.dataset.name, "ways": cfg.ways, "shots": cfg.shots, "seed": cfg.seed,
+            "algorithm": self.info.choices.get("algorithm"), "metric": self.metric,
+            "status": "finished" if finished else "running", "step": self.step, "iterations": cfg.iterations,
+            "best": self.best, "validation": self.history, "test": test,
+            "checkpoints": {"best": "checkpoints/best.pt", "last": "checkpoints/last.pt"}, "config": self.values,
+        }
+        atomic_write(self.info.output_dir / "results.json", json.dumps(results, indent=2).encode())

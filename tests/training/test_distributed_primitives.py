@@ -1,0 +1,62 @@
+"""Task-parallel primitives: N gloo processes make the update of one process on the whole meta-batch."""
+import os
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from maml_cli.core import InnerLoopConfig, MetaLearner
+from maml_cli.data.tasks import TaskBatch
+from maml_cli.errors import MamlError
+from maml_cli.models import Conv4
+from maml_cli.training.distributed import Distributed, init_distributed, shutdown_distributed
+
+TASKS = 4
+
+
+def meta_batch() -> TaskBatch:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat(TASKS, 2)
+    images = torch.rand(2, TASKS, 6, 1, 8, 8, generator=g, dtype=torch.float64)
+    return TaskBatch(images[0], labels, images[1], labels)
+
+
+def learner() -> MetaLearner:
+    torch.manual_seed(0)
+    return MetaLearner(Conv4(3, hidden=4, image_size=8), inner=InnerLoopConfig(steps=1, engine="loop")).double()
+
+
+def _rank(rank: int, world_size: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    ctx = init_distributed(torch.device("cpu"), timeout_s=60)
+    model, batch = learner(), meta_batch()
+    model.meta_backward(ctx.local_batch(batch))
+    ctx.all_reduce_gradients(model.parameters())
+    curve = torch.arange(5.0)[ctx.episode_share(5)] + 10 * rank
+    gathered = ctx.gather_episodes(curve, 5)
+    if ctx.is_main:
+        torch.save({"grads": [p.grad for p in model.parameters() if p.grad is not None], "gathered": gathered}, out)
+    shutdown_distributed()
+
+
+def test_two_processes_make_the_single_process_meta_gradient(tmp_path):
+    out = str(tmp_path / "rank0.pt")
+    mp.start_processes(_rank, args=(2, 29511, out), nprocs=2, start_method="spawn")
+    distributed = torch.load(out)
+
+    single = learner()
+    single.meta_backward(meta_batch())
+    expected = [p.grad for p in single.parameters() if p.grad is not None]
+    for got, want in zip(distributed["grads"], expected):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    assert distributed["gathered"].tolist() == [0.0, 1.0, 2.0, 13.0, 14.0]
+
+
+def test_each_rank_takes_a_disjoint_contiguous_share():
+    shares = [Distributed(rank, 4).share(32) for rank in range(4)]
+    assert [(s.start, s.stop) for s in shares] == [(0, 8), (8, 16), (16, 24), (24, 32)]
+
+
+def test_a_meta_batch_not_divisible_by_the_world_size_is_refused():
+    with pytest.raises(MamlError, match="meta_batch_size=30 is not divisible by the 4 processes"):
+        Distributed(0, 4).check_meta_batch(30)
