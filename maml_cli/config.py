@@ -63,6 +63,7 @@ class TrainConfig:
     test_tasks: int = 600  # fixed test episodes for the best checkpoint at the end (0: none)
     checkpoint_every: int = 500  # meta-steps between writes of checkpoints/last.pt (and at the end)
     resume: Optional[str] = None  # true: this job's checkpoints/last.pt if any; or a checkpoint / run dir
+    dist_timeout_s: float = 600.0  # under torchrun: seconds a process waits for the others before failing
     dataset: Any = MISSING
     model: Any = MISSING
     algorithm: InnerLoopConfig = field(default_factory=InnerLoopConfig)
@@ -79,6 +80,7 @@ class TrainConfig:
         if self.test_tasks:
             check_range("test_tasks", self.test_tasks, minimum=2)
         check_device(self.device)
+        check_range("dist_timeout_s", self.dist_timeout_s, minimum=1.0)
 
 
 def check_task_shape(cfg) -> None:

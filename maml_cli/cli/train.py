@@ -1,4 +1,6 @@
 """``maml-train``: meta-training from the composed config (see ``maml_cli.training``)."""
+import os
+import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -9,11 +11,22 @@ from maml_cli.cli.app import hydra_command
 from maml_cli.cli.schema import TrainConfig, validate
 from maml_cli.training import RunInfo, train
 
+# torchrun's processes other than rank 0: no .hydra/ files and no train.log of their own (rank 0's
+# run dir is the job's; see ``training.trainer``), console logging only
+FOLLOWER_OVERRIDES = {"hydra.output_subdir": "null", "hydra/job_logging": "stdout"}
+
 
 @hydra_command("train")
-def main(cfg: DictConfig) -> float:
+def _main(cfg: DictConfig) -> float:
     """Returns the best validation score (accuracy, or −MSE), which sweepers such as Optuna maximise."""
     return train(validate(cfg, TrainConfig), run_info())
+
+
+def main() -> float:
+    if int(os.environ.get("RANK", "0")) > 0:
+        given = {arg.split("=", 1)[0].lstrip("+~") for arg in sys.argv[1:]}
+        sys.argv += [f"{key}={value}" for key, value in FOLLOWER_OVERRIDES.items() if key not in given]
+    return _main()
 
 
 def run_info() -> RunInfo:

@@ -1,0 +1,84 @@
+"""``maml-adapt``: deploy a meta-learned classifier on your own images.
+
+The support folder holds one sub-folder of labelled images per class (N classes, K images each,
+read from the folders); the query folder holds the images to classify. Images are converted as the
+checkpoint's dataset config says: colour mode, size, resampling filter and inversion.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from maml_cli.config import AdaptConfig
+from maml_cli.data import load_class_folders
+from maml_cli.data.images import decode_images, image_files
+from maml_cli.errors import MamlError
+from maml_cli.evaluation.restore import load_trained, restore_learner
+from maml_cli.runtime import resolve_device
+
+log = logging.getLogger(__name__)
+
+CHANNELS = {"omniglot": 1, "miniimagenet": 3}  # datasets without a ``channels`` setting
+
+
+def image_format(dataset: dict) -> dict:
+    """How the training images were made: ``channels``, ``image_size``, ``resample`` and ``invert``."""
+    return {"channels": dataset.get("channels", CHANNELS.get(dataset["name"])), "image_size": dataset["image_size"],
+            "resample": dataset["resample"], "invert": dataset.get("invert", False)}
+
+
+def adapt_folders(config: AdaptConfig, output_dir: Path) -> Path:
+    """Adapt on ``config.support``, classify every image of ``config.query``; the path of the CSV written."""
+    trained = load_trained(config)
+    if trained.task_kind != "classification":
+        raise MamlError(f"maml-adapt deploys image classifiers, but checkpoint {trained.path} was trained with "
+                        f"{trained.describe()}")
+    fmt = image_format(trained.state["config"]["dataset"])
+    size, channels, resample = fmt["image_size"], fmt["channels"], fmt["resample"]
+    images, labels, classes = load_class_folders(config.support, channels, size, resample)
+    if len(classes) < 2:
+        raise MamlError(f"support folder {config.support} has only one class ({classes[0]}); "
+                        "put each class's images in its own sub-folder, at least two classes")
+    trained.check_ways(len(classes), f"support folder {config.support}")
+    files = _query_files(Path(config.query).expanduser())
+    queries = decode_images(((str(p), p) for p in files), len(files), channels, size, resample)
+
+    device = resolve_device(config.device)
+    spec = SimpleNamespace(task_kind="classification", input_shape=(channels, size, size))
+    learner = restore_learner(trained, spec, device)
+    x_support, x_query = (_inputs(t, fmt["invert"]).to(device) for t in (images, queries))
+    steps = trained.config.algorithm.eval_steps if config.steps is None else config.steps
+    params = learner.adapt(x_support, labels.to(device), steps=steps, lr=config.lr)
+    logits = learner.predict(params, x_query, step=steps)[:, : len(classes)]
+    probability, label = logits.softmax(-1).max(-1)
+
+    output = Path(config.output).expanduser() if config.output else output_dir / "predictions.csv"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["file", "class", "probability"])
+        for path, k, p in zip(files, label.tolist(), probability.tolist()):
+            writer.writerow([path.name, classes[k], f"{p:.6f}"])
+    shots = torch.bincount(labels).tolist()
+    log.info("adapted to %d classes (%s support images each) in %d steps; %d predictions in %s", len(classes),
+             shots[0] if len(set(shots)) == 1 else f"{min(shots)}-{max(shots)}", steps, len(files), output)
+    return output
+
+
+def _query_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise MamlError(f"query folder {folder} does not exist")
+    files = image_files(folder)
+    if not files:
+        raise MamlError(f"query folder {folder} has no images; put the images to classify directly in it")
+    return files
+
+
+def _inputs(images: torch.Tensor, invert: bool) -> torch.Tensor:
+    """``uint8`` images as the model's float inputs in [0, 1], inverted like the training data if it was."""
+    x = images.float().div_(255)
+    return 1 - x if invert else x

@@ -1,0 +1,45 @@
+"""maml-adapt: adapt on labelled image folders, then classify a folder of new images into a CSV."""
+import csv
+
+import numpy as np
+from PIL import Image
+
+from evaluation_helpers import cli
+
+
+def image(path, size, mode="RGB", seed=0):
+    """A random image of ``size`` (any size and colour mode: maml-adapt converts them)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).convert(mode).save(path)
+
+
+def test_predicts_one_row_per_query_image_with_classes_from_the_support_folders(omniglot_run, tmp_path):
+    for k, name in enumerate(["alpha", "beta", "gamma"]):
+        for shot in range(2):
+            image(tmp_path / "support" / name / f"{shot}.png", (40 + 10 * shot, 30), "RGB" if shot else "L", seed=k)
+    queries = [f"q{i}.{ext}" for i, ext in enumerate(["png", "jpg", "png", "bmp"])]
+    for i, name in enumerate(queries):
+        image(tmp_path / "query" / name, (28 + i, 28), seed=10 + i)
+
+    cli("adapt", f"run={omniglot_run}", f"support={tmp_path / 'support'}", f"query={tmp_path / 'query'}", "steps=3",
+        f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+
+    with (tmp_path / "out" / "predictions.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [row["file"] for row in rows] == sorted(queries)
+    assert {row["class"] for row in rows} <= {"alpha", "beta", "gamma"}
+    assert all(1 / 3 <= float(row["probability"]) <= 1 for row in rows)
+
+
+def test_writes_the_csv_where_output_says(omniglot_run, tmp_path):
+    for name in ("a", "b"):
+        image(tmp_path / "support" / name / "x.png", (28, 28), seed=len(name))
+    image(tmp_path / "query" / "only.png", (28, 28))
+    target = tmp_path / "elsewhere" / "labels.csv"
+
+    cli("adapt", f"checkpoint={omniglot_run / 'checkpoints' / 'last.pt'}", f"support={tmp_path / 'support'}",
+        f"query={tmp_path / 'query'}", f"output={target}", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+
+    assert target.read_text().splitlines()[0] == "file,class,probability"
+    assert len(target.read_text().splitlines()) == 2
