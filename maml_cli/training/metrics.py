@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 from maml_cli.core import MetaLearner
@@ -24,9 +25,16 @@ def mean_ci95(values: Tensor) -> tuple[float, float]:
     return values.mean().item(), 1.96 * values.std().item() / math.sqrt(values.numel())
 
 
-def score_episodes(learner: MetaLearner, episodes: TaskBatch, steps: int | None = None) -> dict[str, float]:
-    """Adapt every episode (``steps`` default: ``eval_steps``) and score its query set: mean and ci95."""
+def episode_scores(learner: MetaLearner, episodes: TaskBatch, steps: int | None = None) -> Tensor:
+    """Adapt every episode (``steps`` default: ``eval_steps``); each one's query score (float64, maybe none)."""
+    if not len(episodes):  # a process's share of a few episodes may be empty
+        return torch.empty(0, dtype=torch.float64, device=episodes.x_query.device)
     curve = learner.evaluate(episodes, steps=steps)
     final = curve.accuracies[:, -1] if learner.classification else curve.losses[:, -1]
-    mean, ci95 = mean_ci95(final)
+    return final.double()
+
+
+def score_episodes(learner: MetaLearner, episodes: TaskBatch, steps: int | None = None) -> dict[str, float]:
+    """Adapt every episode (``steps`` default: ``eval_steps``) and score its query set: mean and ci95."""
+    mean, ci95 = mean_ci95(episode_scores(learner, episodes, steps))
     return {"mean": mean, "ci95": ci95}

@@ -20,11 +20,11 @@ class Progress:
     per-interval lines, which still go to the job's log file.
     """
 
-    def __init__(self, total: int, start: int, stream=None):
+    def __init__(self, total: int, start: int, stream=None, show: bool = True):
         stream = stream or sys.stderr
         self.total, self.done = total, start
         self.bar = tqdm(total=total, initial=start, unit="step", file=stream, dynamic_ncols=True,
-                        disable=not stream.isatty())
+                        disable=not (show and stream.isatty()))  # show=False: no bar (torchrun ranks > 0)
         self._consoles = [h for h in logging.getLogger().handlers
                           if type(h) is logging.StreamHandler and h.stream in (sys.stdout, sys.stderr)]
         self._mark = (time.perf_counter(), start)

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 # keys that may change between a run and its resumption: how long, where, how often to report
 RUN_CONTROL = ("iterations", "device", "log_every", "val_every", "checkpoint_every", "test_tasks", "resume", "logger",
-               "dataset.root", "dataset.cache_dir")
+               "dataset.root", "dataset.cache_dir", "dist_timeout_s")
 
 
 def config_dict(config: TrainConfig) -> dict:

@@ -1,9 +1,15 @@
-"""The meta-training loop: validation, best/last checkpoints, exact resume, W&B metrics, results.json."""
+"""The meta-training loop: validation, best/last checkpoints, exact resume, W&B metrics, results.json.
+
+Under torchrun every process runs this loop on its share of each meta-batch (see ``distributed``);
+rank 0 alone writes checkpoints, results.json and the W&B run, and shows progress.
+"""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
+from pathlib import Path
 
 import torch
 
@@ -14,7 +20,8 @@ from maml_cli.errors import MamlError
 from maml_cli.runtime import build_learner, resolve_device, seed_everything
 from maml_cli.training.checkpoint import (atomic_write, find_checkpoint, load_checkpoint, restore_rng, rng_state,
                                          save_checkpoint)
-from maml_cli.training.metrics import is_better, metric_name, score_episodes
+from maml_cli.training.distributed import Distributed, init_distributed
+from maml_cli.training.metrics import episode_scores, is_better, mean_ci95, metric_name
 from maml_cli.training.progress import Progress, peak_memory_mb
 from maml_cli.training.resume import adopt_best, config_dict, resumed_config
 from maml_cli.training.tracking import RunInfo, log_checkpoints, run_identity, tracked_run
@@ -26,32 +33,59 @@ def train(config: TrainConfig, info: RunInfo) -> float:
     """Meta-train in ``info.output_dir``; returns the best validation score (accuracy, or −MSE).
 
     With ``config.resume`` the run continues from a checkpoint, bit for bit, W&B run included.
+    Under torchrun, all processes join one process group and share rank 0's output directory.
     """
+    ctx = init_distributed(resolve_device(config.device), config.dist_timeout_s)
+    if ctx.enabled:
+        info = _shared_output_dir(ctx, info)
     path = find_checkpoint(config.resume, info.output_dir)
     checkpoint = load_checkpoint(path) if path else None
     if checkpoint:
         log.info("resuming from %s at step %d", path, checkpoint["step"])
         config = resumed_config(checkpoint["config"], config, info.overrides)
-        adopt_best(path, info.output_dir)
+        if ctx.is_main:
+            adopt_best(path, info.output_dir)
+    ctx.check_meta_batch(config.meta_batch_size)
     values = config_dict(config)
-    with tracked_run(values, info, checkpoint["wandb"] if checkpoint else None) as run:
-        return Trainer(config, values, info, run).fit(checkpoint)
+    tracked = values if ctx.is_main else {**values, "logger": {**values["logger"], "mode": "disabled"}}
+    with tracked_run(tracked, info, checkpoint["wandb"] if checkpoint else None) as run:
+        return Trainer(config, values, info, run, ctx).fit(checkpoint)
+
+
+def _shared_output_dir(ctx: Distributed, info: RunInfo) -> RunInfo:
+    """Rank 0's output directory on every rank (Hydra's ``${now:...}`` may differ by a second between them).
+
+    Other ranks log warnings and errors only; the empty directory their Hydra made is removed.
+    """
+    shared = Path(ctx.broadcast_object(str(info.output_dir.resolve())))
+    if not ctx.is_main:
+        for name in ("", "maml_cli"):  # the root logger (Hydra's, submitit's lines) and ours
+            logging.getLogger(name).setLevel(logging.WARNING)
+        own = info.output_dir.resolve()
+        if own != shared and own.is_dir() and not any(own.iterdir()):
+            own.rmdir()
+    return dataclasses.replace(info, output_dir=shared)
 
 
 class Trainer:
     """One training job's state; ``fit`` runs it to ``config.iterations`` meta-steps."""
 
-    def __init__(self, config: TrainConfig, values: dict, info: RunInfo, run):
-        self.config, self.values, self.info, self.run = config, values, info, run
-        self.device = resolve_device(config.device)
+    def __init__(self, config: TrainConfig, values: dict, info: RunInfo, run, dist: Distributed = Distributed()):
+        self.config, self.values, self.info, self.run, self.dist = config, values, info, run, dist
+        self.device = dist.device(resolve_device(config.device))
         seed_everything(config.seed)
+        if not dist.is_main:
+            dist.barrier()  # rank 0 downloads and caches the data first
         self.dataset = build_dataset(config.dataset)
+        if dist.is_main:
+            dist.barrier()
         self.learner = build_learner(config, self.dataset).to(self.device)
         self.optimizer = build_optimizer(self.learner.parameters(), config.optimizer)
         self.scheduler = build_scheduler(self.optimizer, config.optimizer, config.iterations)
         self.shape = (config.ways, config.shots, config.queries)
         self.sampler = self.dataset.sampler("train", *self.shape, seed=config.seed, device=self.device)
         self.val_episodes = self.dataset.episodes("val", *self.shape, num_tasks=config.val_tasks, device=self.device)
+        self.val_episodes = self.val_episodes[dist.episode_share(config.val_tasks)]  # this rank's share
         self.metric = metric_name(self.learner)
         self.step, self.history = 0, []
         self.best = {"metric": f"val/{self.metric}", "value": None, "step": None}
@@ -63,12 +97,16 @@ class Trainer:
     def fit(self, checkpoint: dict | None = None) -> float:
         if checkpoint:
             self._restore(checkpoint)
+        self.dist.broadcast_module(self.learner)  # every rank starts from rank 0's weights
         cfg = self.config
         log.info("training %s on %s: %d meta-steps of %d tasks, from step %d, in %s", self.info.name, self.device,
                  cfg.iterations, cfg.meta_batch_size, self.step, self.info.output_dir)
-        with Progress(cfg.iterations, self.step) as progress:
+        if self.dist.enabled:
+            log.info("%d processes, %d tasks each per meta-step", self.dist.world_size,
+                     cfg.meta_batch_size // self.dist.world_size)
+        with Progress(cfg.iterations, self.step, show=self.dist.is_main) as progress:
             for step in range(self.step + 1, cfg.iterations + 1):
-                batch = self.sampler.sample(cfg.meta_batch_size)
+                batch = self.dist.local_batch(self.sampler.sample(cfg.meta_batch_size))  # the same on every rank
                 self._meta_step(batch)
                 self.step = step
                 progress.advance()
@@ -92,6 +130,9 @@ class Trainer:
     def _meta_step(self, batch: TaskBatch) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         stats = self.learner.meta_backward(batch, iteration=self.step)
+        if self.dist.enabled:
+            self.dist.all_reduce_gradients(self.learner.parameters())
+            self.dist.average(t for t in self.learner.step_buffers.buffers() if t.is_floating_point())
         clip_meta_gradient(self.learner.parameters(), self.config.optimizer)
         self.optimizer.step()
         self.scheduler.step()
@@ -107,7 +148,9 @@ class Trainer:
         self.summed += 1
 
     def _check_finite(self) -> None:
-        step, last = int(self.nonfinite), self.checkpoints / "last.pt"
+        never = torch.iinfo(self.nonfinite.dtype).max  # the first step of any rank, so that all ranks stop together
+        first = self.dist.min(torch.where(self.nonfinite >= 0, self.nonfinite, never))
+        step, last = (int(first) if first != never else -1), self.checkpoints / "last.pt"
         if step >= 0:
             kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written"
             raise MamlError(f"the meta-loss became non-finite at step {step}; stopped ({kept}). "
@@ -115,11 +158,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ intervals (host sync is fine)
     def _log(self, batch: TaskBatch, progress: Progress) -> None:
-        mean = {k: (v / self.summed).tolist() for k, v in self.sums.items()}
+        mean = {k: (self.dist.mean(v) / self.summed).tolist() for k, v in self.sums.items()}
         self.sums, self.summed = {}, 0
         curve = self.learner.evaluate(batch, steps=self.config.algorithm.steps)  # pre/post on this meta-batch
         scores = curve.accuracies if self.learner.classification else curve.losses
-        pre, post = scores[:, 0].mean().item(), scores[:, -1].mean().item()
+        pre, post = self.dist.mean(torch.stack([scores[:, 0].mean(), scores[:, -1].mean()])).tolist()
+        if not self.dist.is_main:
+            return
         rate, m = progress.rate(), self.metric
         metrics = {
             "meta/step": self.step,
@@ -140,8 +185,13 @@ class Trainer:
                  "gain": metrics["train/adaptation_gain"]}
         progress.report(shown, rate)
 
+    def _score(self, learner, episodes: TaskBatch, tasks: int) -> dict[str, float]:
+        """Mean and ci95 over ``tasks`` episodes, of which ``episodes`` is this rank's share."""
+        mean, ci95 = mean_ci95(self.dist.gather_episodes(episode_scores(learner, episodes), tasks))
+        return {"mean": mean, "ci95": ci95}
+
     def _validate(self) -> None:
-        result = {"step": self.step, **score_episodes(self.learner, self.val_episodes)}
+        result = {"step": self.step, **self._score(self.learner, self.val_episodes, self.config.val_tasks)}
         self.history.append(result)
         m = self.metric
         self.run.log({"meta/step": self.step, f"val/{m}": result["mean"], f"val/{m}_ci95": result["ci95"]})
@@ -153,6 +203,8 @@ class Trainer:
         self._write_results()
 
     def _save(self, kind: str) -> None:
+        if not self.dist.is_main:
+            return
         save_checkpoint(self.checkpoints / f"{kind}.pt", {
             "config": self.values,
             "learner": self.learner.state_dict(),
@@ -178,14 +230,20 @@ class Trainer:
         if not self.config.test_tasks:
             return None
         learner = copy.deepcopy(self.learner)
-        learner.load_state_dict(load_checkpoint(self.checkpoints / "best.pt")["learner"])
-        episodes = self.dataset.episodes("test", *self.shape, num_tasks=self.config.test_tasks, device=self.device)
-        result = {"step": self.best["step"], "tasks": self.config.test_tasks, **score_episodes(learner, episodes)}
+        if self.dist.is_main:
+            learner.load_state_dict(load_checkpoint(self.checkpoints / "best.pt")["learner"])
+        self.dist.broadcast_module(learner)  # the other ranks get rank 0's best.pt
+        tasks = self.config.test_tasks
+        episodes = self.dataset.episodes("test", *self.shape, num_tasks=tasks, device=self.device)
+        result = {"step": self.best["step"], "tasks": tasks,
+                  **self._score(learner, episodes[self.dist.episode_share(tasks)], tasks)}
         log.info("test (best.pt, step %d, %d tasks): %s %.4f ± %.4f", result["step"], result["tasks"], self.metric,
                  result["mean"], result["ci95"])
         return result
 
     def _finish(self, test: dict | None) -> None:
+        if not self.dist.is_main:
+            return
         m = self.metric
         self.run.summary["best/step"] = self.best["step"]
         if test:
@@ -196,6 +254,8 @@ class Trainer:
 
     def _write_results(self, test: dict | None = None, finished: bool = False) -> None:
         """``results.json``: what ``maml-compare`` reads from a run dir, kept current while training."""
+        if not self.dist.is_main:
+            return
         cfg = self.config
         results = {
             "name": cfg.name, "run": self.info.name, "wandb": run_identity(self.run, self.values),

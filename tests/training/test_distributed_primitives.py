@@ -1,8 +1,11 @@
-"""Task-parallel primitives: N gloo processes make the update of one process on the whole meta-batch."""
+"""Task-parallel primitives: N gloo processes make the update of one process on the whole meta-batch;
+a stalled rank fails the others after the timeout; submitit jobs of several tasks form a group too."""
 import os
+import time
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from maml_cli.core import InnerLoopConfig, MetaLearner
@@ -60,3 +63,58 @@ def test_each_rank_takes_a_disjoint_contiguous_share():
 def test_a_meta_batch_not_divisible_by_the_world_size_is_refused():
     with pytest.raises(MamlError, match="meta_batch_size=30 is not divisible by the 4 processes"):
         Distributed(0, 4).check_meta_batch(30)
+
+
+def _stalling_rank(rank: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    ctx = init_distributed(torch.device("cpu"), timeout_s=2)
+    if rank == 1:  # alive but stuck: never joins the next collective
+        while not os.path.exists(out):
+            time.sleep(0.05)
+        return
+    try:
+        ctx.average([torch.ones(3)])
+    except MamlError as error:
+        with open(out, "w") as file:
+            file.write(str(error))
+
+
+def test_a_stalled_rank_makes_the_others_fail_clearly_after_the_timeout(tmp_path):
+    out = str(tmp_path / "error.txt")
+    started = time.monotonic()
+    mp.start_processes(_stalling_rank, args=(29512, out), nprocs=2, start_method="spawn")
+    message = open(out).read()
+    assert message.startswith("process 0 of 2 lost the others: one of them failed or did not answer within "
+                              "dist_timeout_s=2 s") and "Timed out" in message
+    assert time.monotonic() - started < 60
+
+
+def test_a_multi_task_submitit_job_exports_torchruns_variables(monkeypatch):
+    """``hydra.launcher.tasks_per_node=2``: submitit's task variables stand in for torchrun's."""
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(key, "")  # recorded, so that the variables exported below are removed afterwards
+        monkeypatch.delenv(key)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, timeout: None)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    task = {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "1234", "SUBMITIT_LOCAL_NTASKS": "2",
+            "SUBMITIT_LOCAL_JOB_NUM_NODES": "1", "SUBMITIT_LOCAL_NODEID": "0", "SUBMITIT_LOCAL_GLOBALID": "1",
+            "SUBMITIT_LOCAL_LOCALID": "1"}
+    for key, value in task.items():
+        monkeypatch.setenv(key, value)
+    ctx = init_distributed(torch.device("cpu"), timeout_s=5)
+    assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.timeout_s) == (1, 2, 1, 5)
+    assert os.environ["MASTER_ADDR"] and 20000 <= int(os.environ["MASTER_PORT"]) <= 60000
+
+
+def test_a_single_task_submitit_job_stays_one_process(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "1")
+    assert init_distributed(torch.device("cpu")) == Distributed()
+
+
+def test_the_timeout_must_be_positive():
+    from training_helpers import config  # not at the top: spawned ranks import this module
+
+    with pytest.raises(MamlError, match="dist_timeout_s=0.0 is out of range"):
+        config("dist_timeout_s=0")
