@@ -72,3 +72,12 @@ def test_the_run_dir_holds_checkpoints_and_results_and_the_score_is_returned(tmp
     best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
     assert best["step"] == results["best"]["step"] and best["config"]["iterations"] == 20
     assert set(best) >= {"learner", "optimizer", "scheduler", "rng", "wandb", "history", "config"}
+
+
+def test_the_seed_fixes_the_run_and_another_seed_changes_it(tmp_path):
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        run(tmp_path, name, "iterations=10", f"seed={seed}")
+    a, b, c = (load_checkpoint(tmp_path / d / "checkpoints" / "last.pt") for d in "abc")
+    assert_same_tensors(a["learner"], b["learner"])
+    assert a["history"] == b["history"]
+    assert not torch.equal(a["learner"]["model.head.weight"], c["learner"]["model.head.weight"])
