@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/maml-train
 
 bench: $(STAMP)
-	$(BIN)/python -m maml_cli.bench $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

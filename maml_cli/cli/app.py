@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 import maml_cli.cli.schema  # noqa: F401  (registers the schemas before Hydra composes)
 from maml_cli.errors import MamlError
+from maml_cli.performance import tune_allocator
 
 log = logging.getLogger("maml_cli")
 
@@ -27,6 +28,7 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], C
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         @functools.wraps(task)
         def run(cfg: DictConfig) -> Any:
+            tune_allocator()  # every command: keep freed activation memory in-process (maml_cli.performance)
             try:
                 return task(cfg)
             except MamlError as error:

@@ -8,12 +8,10 @@ from maml_cli.cli.app import hydra_command
 from maml_cli.cli.schema import validate
 from maml_cli.config import EvalConfig
 from maml_cli.evaluation import evaluate
-from maml_cli.performance import tune_allocator
 
 
 @hydra_command("eval")
 def main(cfg: DictConfig) -> float:
     """Returns the final mean score (accuracy, or MSE for regression)."""
-    tune_allocator()  # adaptation allocates and frees large activations: keep them in-process
     report = evaluate(validate(cfg, EvalConfig), Path(HydraConfig.get().runtime.output_dir))
     return report["final"]["mean"]

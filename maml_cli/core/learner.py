@@ -140,8 +140,9 @@ class MetaLearner(nn.Module):
     def evaluate(self, batch: TaskBatch, steps: int | None = None, lr: float | None = None) -> AdaptationCurve:
         """Adapt every task of ``batch`` for ``steps`` (default ``eval_steps``) and record the curve.
 
-        Tasks are processed in vectorised chunks of ``eval_chunk``. ``lr`` overrides α with a fixed
-        scalar. Meta-parameters and BatchNorm statistics are left untouched.
+        Tasks are processed in chunks of ``eval_chunk``: vectorised (vmap) with the ``vmap`` engine,
+        one task at a time with the ``loop`` engine (``auto``: loop on CPU, where it is ~1.3× faster).
+        ``lr`` overrides α with a fixed scalar. Meta-parameters and BatchNorm statistics are left untouched.
         """
         steps = self.inner.eval_steps if steps is None else steps
         self._set_eval_mode(True)
@@ -150,7 +151,11 @@ class MetaLearner(nn.Module):
             curves = []
             for chunk in batch.chunks(self.inner.eval_chunk):
                 buffers = self._task_buffers(len(chunk))
-                curves.append(vmap(task, randomness="different")(buffers, *_fields(chunk)))
+                if self._engine(chunk) is Engine.vmap:
+                    curves.append(vmap(task, randomness="different")(buffers, *_fields(chunk)))
+                else:
+                    each = [task(_index(buffers, i), *(t[i] for t in _fields(chunk))) for i in range(len(chunk))]
+                    curves.append(tuple(torch.stack(c) for c in zip(*each)))
         finally:
             self._set_eval_mode(False)
         losses = torch.cat([c[0] for c in curves])

@@ -4,6 +4,7 @@ from __future__ import annotations
 from enum import Enum
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -51,6 +52,66 @@ class Conv4(nn.Module):
         self.head = nn.Linear(features, out_features)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.features(x)
+        """The same function as ``self.head(flatten(self.features(x)))``, computed faster.
+
+        * max-pool before ReLU: ``max_pool(relu(h)) == relu(max_pool(h))`` (ReLU is monotonic), in
+          value and in gradient, so ReLU runs on a quarter of the elements;
+        * on CPU, the first block's convolution and BatchNorm (batch statistics) are one matrix product
+          of the input's patches with per-batch folded weights (``_conv_bn_folded``): the largest
+          activation of the network is produced once, never normalised in a second pass, and comes out
+          channels-last, so the rest of the network runs channels-last (oneDNN convolutions and
+          max-pooling vectorise over the channels; NCHW max-pooling is ~3× slower on CPU).
+        """
+        cpu = x.device.type == "cpu"
+        h = x
+        for index, block in enumerate(self.features):
+            conv, bn = block[0], block[1]
+            if cpu and index == 0 and _foldable(conv, bn, x):
+                h = _conv_bn_folded(h, conv, bn)
+            else:
+                h = bn(conv(h))
+            if self.pooling is Pooling.max:
+                h = F.max_pool2d(h, 2)
+            h = F.relu(h)
         h = h.mean((-2, -1)) if self.pooling is Pooling.stride else torch.flatten(h, 1)
         return self.head(h)
+
+
+def _foldable(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: Tensor) -> bool:
+    """Batch statistics always (no running statistics), and small patches: the patch matrix
+    (``C_in·k·k`` columns) is no wider than half the output (``C_out`` columns) — first layers."""
+    patch = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    return (
+        x.dim() == 4 and bn.running_mean is None and bn.affine and conv.groups == 1
+        and conv.padding_mode == "zeros" and not isinstance(conv.padding, str) and 2 * patch <= conv.out_channels
+    )
+
+
+def _conv_bn_folded(x: Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> Tensor:
+    """``bn(conv(x))`` with batch statistics, as one matrix product, channels-last.
+
+    With ``P`` the matrix of the patches of ``x`` (one row per output pixel), ``conv(x)[:, c] = P w_c + b_c``.
+    The batch mean of channel ``c`` is ``μ·w_c + b_c`` and its (biased) variance ``w_cᵀ Σ w_c``, ``μ`` and
+    ``Σ`` being the mean and covariance of the rows of ``P``. So BatchNorm's output is ``P (w_c s_c) +
+    β_c − (μ·w_c) s_c`` with ``s_c = γ_c / sqrt(var_c + ε)``: exact (float64 agrees to 1e-14), and
+    differentiable to any order by autograd.
+    """
+    n = x.shape[0]
+    weight = conv.weight.reshape(conv.out_channels, -1)
+    k = weight.shape[1]
+    # The patches as k channels, plus a channel of ones that carries the bias through the same product.
+    extract = torch.eye(k + 1, k, dtype=x.dtype, device=x.device).view(k + 1, *conv.weight.shape[1:])
+    ones = torch.zeros(k + 1, dtype=x.dtype, device=x.device)
+    ones[k] = 1
+    patches = F.conv2d(x, extract, ones, conv.stride, conv.padding, conv.dilation)  # [N, k+1, H', W']
+    height, width = patches.shape[-2:]
+    patches = patches.permute(0, 2, 3, 1).reshape(-1, k + 1)
+    mean = patches[:, :k].mean(0)
+    centred = patches[:, :k] - mean
+    variance = ((weight @ (centred.T @ centred)) * weight).sum(1) / patches.shape[0]
+    scale = bn.weight * torch.rsqrt(variance + bn.eps)
+    bias = bn.bias - (weight @ mean) * scale  # the convolution's own bias cancels, as in BatchNorm
+    if conv.bias is not None:
+        bias = bias + 0 * conv.bias  # kept in the graph: its gradient is exactly zero, as it should be
+    out = patches @ torch.cat([weight * scale[:, None], bias[:, None]], 1).T  # one GEMM writes the output once
+    return out.view(n, height, width, conv.out_channels).permute(0, 3, 1, 2)

@@ -1,0 +1,469 @@
+"""``make bench``: how fast maml-cli meta-trains and evaluates, side by side with the usual way.
+
+Times one meta-training step (zero_grad → meta-gradient → Adam step) of MAML on the MAML paper's
+Omniglot Conv4 with max-pooling (64 filters, 28×28×1, BatchNorm with batch statistics, inner SGD lr 0.4,
+Adam 1e-3, mean of the query losses) for
+
+* A: second order, 1 inner step;  B: first order, 1 step;  C: second order, 5 steps,
+
+at 5-way 1-shot 15 queries meta-batch 32 and 20-way 1-shot 15 queries meta-batch 16, for
+
+* ``maml_cli``: ``MetaLearner.meta_backward`` (``engine=auto``) on ``maml_cli.models.Conv4``;
+* ``reference``: the plain per-task loop with ``torch.autograd.grad(create_graph=True)`` over the
+  canonical Conv4 (``benchmarks/reference.py``; how learn2learn, higher and TorchOpt work);
+* ``higher``, ``torchopt``: the same workload through those libraries, when installed;
+* ``maml_cli-vmap`` (only on request): ``engine=vmap``, to document the ``engine=auto`` choice.
+
+Implementations are timed round-robin in one process (the starting one rotates every round), so that
+machine noise hits them alike; medians (and minima) of ``--steps`` timed steps after ``--warmup``.
+Peak memory: on CPU, each (workload, variant, implementation) runs once more in a fresh subprocess that
+resets the kernel's high-water mark after setup (``/proc/self/clear_refs``) and reports the peak RSS
+growth over ``--memory-steps`` steps; on CUDA, ``torch.cuda.max_memory_allocated`` growth in-process.
+Also: task sampling per meta-batch on real Omniglot (vs. a meta-step) and the evaluation throughput
+(600 5-way 1-shot tasks, 10 adaptation steps, ``MetaLearner.evaluate``; stride and max-pool Conv4).
+
+glibc's allocator is tuned at start (``maml_cli.performance.tune_allocator``, as maml-cli's commands
+do); it is process-wide, so the reference in this process benefits too. ``--malloc default`` runs
+everything with glibc's defaults instead.
+
+Writes ``outputs/bench/results.json`` and prints a table. Examples::
+
+    make bench
+    make bench BENCH_ARGS="--variants A --steps 5"
+    .venv/bin/python benchmarks/bench.py --workloads 5w --impls maml_cli,reference --no-eval
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT)]
+
+
+def _malloc_from_argv() -> str:
+    for i, arg in enumerate(sys.argv):
+        if arg == "--malloc" and i + 1 < len(sys.argv):
+            return sys.argv[i + 1]
+        if arg.startswith("--malloc="):
+            return arg.split("=", 1)[1]
+    return "tuned"
+
+
+# The allocator must be tuned before the first large allocation: before torch is imported.
+from maml_cli.performance import tune_allocator  # noqa: E402  (imports nothing heavy)
+
+MALLOC_TUNED = tune_allocator() if _malloc_from_argv() == "tuned" else False
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from reference import LIBRARIES, CanonicalConv4  # noqa: E402
+
+WORKLOADS = {
+    "omniglot-5w1s-q15-mb32": dict(ways=5, shots=1, queries=15, tasks=32),
+    "omniglot-20w1s-q15-mb16": dict(ways=20, shots=1, queries=15, tasks=16),
+}
+ALIASES = {"5w": "omniglot-5w1s-q15-mb32", "20w": "omniglot-20w1s-q15-mb16"}
+VARIANTS = {"A": dict(steps=1, first_order=False), "B": dict(steps=1, first_order=True), "C": dict(steps=5, first_order=False)}
+IMPLS = ("maml_cli", "reference", "higher", "torchopt", "maml_cli-vmap")
+DEFAULT_IMPLS = ("maml_cli", "reference", "higher", "torchopt")
+INNER_LR, OUTER_LR = 0.4, 1e-3
+DATA_ROOT = os.environ.get("OMNIGLOT_ROOT", "/work/shared/data/omniglot")
+
+
+# ----------------------------------------------------------------------------------------------- setup
+def available(impl: str) -> tuple[bool, str]:
+    if impl in ("maml_cli", "maml_cli-vmap", "reference"):
+        return True, ""
+    try:
+        __import__(LIBRARIES[impl][0])
+        return True, ""
+    except Exception as error:  # not installed, or does not import against this torch
+        return False, f"{type(error).__name__}: {error}".splitlines()[0][:160]
+
+
+def omniglot(required: bool = False):
+    """The Omniglot dataset of ``maml_cli.data`` (None when it cannot be built here)."""
+    try:
+        from maml_cli.data import build_dataset
+        from maml_cli.data.config import OmniglotConfig
+
+        return build_dataset(OmniglotConfig(root=DATA_ROOT, download=False))
+    except Exception as error:
+        if required:
+            raise
+        print(f"  (Omniglot unavailable: {type(error).__name__}: {str(error).splitlines()[0][:120]})", flush=True)
+        return None
+
+
+def task_batch(workload: str, device: torch.device, dataset=None, seed: int = 0):
+    """One meta-batch: real Omniglot training tasks when ``dataset`` is given, else random images."""
+    from maml_cli.data.tasks import TaskBatch
+
+    w = WORKLOADS[workload]
+    if dataset is not None:
+        batch = dataset.sampler("train", w["ways"], w["shots"], w["queries"], seed).sample(w["tasks"])
+    else:
+        g = torch.Generator().manual_seed(seed)
+        labels = lambda per: torch.arange(w["ways"]).repeat_interleave(per).expand(w["tasks"], -1).contiguous()  # noqa: E731
+        batch = TaskBatch(
+            torch.rand(w["tasks"], w["ways"] * w["shots"], 1, 28, 28, generator=g), labels(w["shots"]),
+            torch.rand(w["tasks"], w["ways"] * w["queries"], 1, 28, 28, generator=g), labels(w["queries"]),
+        )
+    return batch.to(device)
+
+
+def make_step(impl: str, workload: str, variant: str, batch, device: torch.device):
+    """A callable doing one full meta-training step of ``impl`` (same initial weights for all)."""
+    ways, v = WORKLOADS[workload]["ways"], VARIANTS[variant]
+    torch.manual_seed(0)
+    canonical = CanonicalConv4(ways)
+    if impl.startswith("maml_cli"):
+        from maml_cli.core import InnerLoopConfig, MetaLearner
+        from maml_cli.models import Conv4
+
+        model = Conv4(ways, pooling="max")
+        model.load_state_dict(dict(zip(model.state_dict(), canonical.state_dict().values())))
+        engine = "vmap" if impl == "maml_cli-vmap" else "auto"
+        learner = MetaLearner(model, inner=InnerLoopConfig(steps=v["steps"], lr=INNER_LR, first_order=v["first_order"], engine=engine))
+        learner.to(device)
+        optimizer = torch.optim.Adam(learner.parameters(), OUTER_LR)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            learner.meta_backward(batch)
+            optimizer.step()
+
+        return step
+    canonical.to(device)
+    optimizer = torch.optim.Adam(canonical.parameters(), OUTER_LR)
+    meta_backward = LIBRARIES[impl][1]
+    fields = (batch.x_support, batch.y_support, batch.x_query, batch.y_query)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        meta_backward(canonical, *fields, steps=v["steps"], lr=INNER_LR, first_order=v["first_order"])
+        optimizer.step()
+
+    return step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------------------------- timing
+def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_steps=None, memory="inprocess") -> dict[str, dict]:
+    """Round-robin timing: every round runs each implementation once, starting one further along.
+
+    ``higher``/``torchopt`` take part in the first ``warmup + lib_steps`` rounds only (they run the
+    reference's kernels; this keeps the default run short). With ``memory="inprocess"`` each
+    implementation then runs one more, untimed step for its peak memory (``peak_step_memory``).
+    """
+    fns = {impl: make_step(impl, workload, variant, batch, device) for impl in impls}
+    libs = {"higher", "torchopt"}
+    wall = {impl: [] for impl in impls}
+    cpu = {impl: [] for impl in impls}
+    peak_cuda = {impl: 0.0 for impl in impls}
+    for round_ in range(warmup + steps):
+        active = [i for i in impls if i not in libs or lib_steps is None or round_ < warmup + lib_steps]
+        order = active[round_ % len(active):] + active[: round_ % len(active)]
+        for impl in order:
+            if device.type == "cuda":
+                base = torch.cuda.memory_allocated(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            sync(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+            fns[impl]()
+            sync(device)
+            t1, c1 = time.perf_counter(), time.process_time()
+            if device.type == "cuda":
+                peak_cuda[impl] = max(peak_cuda[impl], (torch.cuda.max_memory_allocated(device) - base) / 2**20)
+            if round_ >= warmup:
+                wall[impl].append(t1 - t0)
+                cpu[impl].append(c1 - c0)
+        log(f"    round {round_ + 1}/{warmup + steps}: " + "  ".join(f"{i} {wall[i][-1]:.2f}s" for i in active if wall[i]))
+    out = {}
+    for impl in impls:
+        out[impl] = dict(
+            median_s=statistics.median(wall[impl]), min_s=min(wall[impl]), cpu_median_s=statistics.median(cpu[impl]),
+            timed_steps=len(wall[impl]),
+        )
+        if device.type == "cpu" and memory == "inprocess":
+            out[impl].update(peak_step_memory(fns[impl]))
+        if device.type == "cuda":
+            out[impl]["peak_mem_mb"] = round(peak_cuda[impl], 1)
+            out[impl]["peak_mem_kind"] = "cuda max_memory_allocated growth"
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- memory
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _hwm_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_step_memory(step) -> dict:
+    """Peak RSS growth of one step in this process: free memory is first returned to the kernel
+    (``malloc_trim``), the kernel's peak-RSS mark reset (``/proc/self/clear_refs``), then one step."""
+    import ctypes
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    before = _rss_mb()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return dict(peak_rss_mb=None, memory_error="cannot reset the peak-RSS mark (/proc/self/clear_refs)")
+    step()
+    return dict(peak_rss_mb=round(_hwm_mb() - before, 1), base_rss_mb=round(before, 1), peak_mem_kind="peak RSS growth of one step, in-process after malloc_trim")
+
+
+def probe_memory(args) -> None:
+    """(Subprocess) peak RSS growth of ``--memory-steps`` steps of one implementation, as JSON."""
+    device = torch.device(args.device)
+    workload, variant, impl = args.workloads[0], args.variants[0], args.impls[0]
+    batch = task_batch(workload, device)  # random images: no dataset loading in the measured process
+    step = make_step(impl, workload, variant, batch, device)
+    before = _rss_mb()
+    try:  # reset the kernel's peak-RSS mark, so that setup does not count
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        reset = True
+    except OSError:
+        reset = False
+    for _ in range(args.memory_steps):
+        step()
+    peak = _hwm_mb()
+    print(json.dumps(dict(peak_rss_mb=round(peak - before, 1), base_rss_mb=round(before, 1), hwm_reset=reset,
+                          peak_mem_kind="peak RSS growth, fresh subprocess")))
+
+
+def measure_memory(workload, variant, impl, args) -> dict:
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()), "--probe-memory", "--workloads", workload, "--variants", variant,
+        "--impls", impl, "--device", args.device, "--memory-steps", str(args.memory_steps), "--malloc", args.malloc,
+    ]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except Exception as error:
+        detail = getattr(error, "stderr", "") or str(error)
+        return dict(peak_rss_mb=None, memory_error=detail.strip().splitlines()[-1][:200] if detail.strip() else repr(error))
+
+
+# ----------------------------------------------------------------------------------------------- data, eval
+def time_sampling(workload: str, dataset, reps: int = 10) -> dict:
+    w = WORKLOADS[workload]
+    sampler = dataset.sampler("train", w["ways"], w["shots"], w["queries"], 1)
+    for _ in range(2):
+        sampler.sample(w["tasks"])
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        sampler.sample(w["tasks"])
+        times.append(time.perf_counter() - t0)
+    return dict(median_s=statistics.median(times), min_s=min(times), timed_steps=reps)
+
+
+def time_evaluation(pooling: str, batch, device: torch.device, steps: int) -> dict:
+    from maml_cli.core import InnerLoopConfig, MetaLearner
+    from maml_cli.models import Conv4
+
+    torch.manual_seed(0)
+    learner = MetaLearner(Conv4(5, pooling=pooling), inner=InnerLoopConfig(eval_steps=steps)).to(device)
+    learner.evaluate(batch[:2])  # warm-up (oneDNN primitive creation)
+    sync(device)
+    t0 = time.perf_counter()
+    curve = learner.evaluate(batch)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    return dict(total_s=seconds, tasks=len(batch), tasks_per_s=len(batch) / seconds,
+                engine=learner._engine(batch).value, curve_shape=list(curve.losses.shape))
+
+
+# ----------------------------------------------------------------------------------------------- main
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workloads", default="5w,20w", help="comma list: 5w, 20w (or full names)")
+    p.add_argument("--variants", default="A,B,C", help="comma list of A, B, C")
+    p.add_argument("--impls", default=",".join(DEFAULT_IMPLS), help=f"comma list of {', '.join(IMPLS)}")
+    p.add_argument("--lib-workloads", default="5w", help="workloads on which higher/torchopt run ('all' for every one)")
+    p.add_argument("--steps", type=int, default=10, help="timed meta-steps per implementation (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed meta-steps per implementation first")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--malloc", choices=("tuned", "default"), default="tuned", help="glibc allocator setting (process-wide)")
+    p.add_argument("--lib-steps", type=int, default=3, help="timed steps of higher/torchopt (they run the reference's kernels)")
+    p.add_argument("--memory", choices=("inprocess", "subprocess", "none"), default="inprocess",
+                   help="CPU peak memory: one extra step in-process after malloc_trim (fast), or a fresh subprocess each")
+    p.add_argument("--memory-steps", type=int, default=1, help="steps of each fresh-subprocess memory probe")
+    p.add_argument("--no-memory", action="store_true", help="same as --memory none")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation throughput")
+    p.add_argument("--no-sampling", action="store_true", help="skip the task-sampling timing")
+    p.add_argument("--eval-tasks", type=int, default=600)
+    p.add_argument("--eval-steps", type=int, default=10)
+    p.add_argument("--eval-models", default="stride", help="Conv4 poolings to evaluate: stride (MAML's Omniglot net), max")
+    p.add_argument("--out", default=str(ROOT / "outputs" / "bench" / "results.json"))
+    p.add_argument("--probe-memory", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.no_memory:
+        args.memory = "none"
+    args.workloads = [ALIASES.get(w, w) for w in args.workloads.split(",") if w]
+    args.variants = [v.strip().upper() for v in args.variants.split(",") if v]
+    args.impls = [i.strip() for i in args.impls.split(",") if i]
+    libs = args.lib_workloads.split(",")
+    args.lib_workloads = list(WORKLOADS) if "all" in libs else [ALIASES.get(w, w) for w in libs if w]
+    for name, values, known in (("workload", args.workloads, WORKLOADS), ("variant", args.variants, VARIANTS), ("impl", args.impls, IMPLS)):
+        unknown = [x for x in values if x not in known]
+        if unknown:
+            p.error(f"unknown {name}(s) {unknown}; choose from {', '.join(known)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.probe_memory:
+        probe_memory(args)
+        return 0
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda but CUDA is not available here", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    threads = torch.get_num_threads()
+    meta = dict(
+        torch=torch.__version__, device=str(device), threads=threads, malloc=args.malloc, malloc_tuned=MALLOC_TUNED,
+        cpu=_cpu_name(), python=platform.python_version(), steps=args.steps, warmup=args.warmup,
+        started=time.strftime("%Y-%m-%d %H:%M:%S"),
+        gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    )
+    log(f"maml-cli bench: torch {torch.__version__}, device {device}, {threads} threads, malloc {args.malloc}"
+        f" (tuned={MALLOC_TUNED}), {args.warmup} warm-up + {args.steps} timed steps")
+    skipped = {}
+    impls = []
+    for impl in args.impls:
+        ok, why = available(impl)
+        if ok:
+            impls.append(impl)
+        else:
+            skipped[impl] = why
+            log(f"  skipping {impl}: {why}")
+    dataset = None if args.no_sampling and args.no_eval else omniglot()
+    records = []
+    for workload in args.workloads:
+        batch = task_batch(workload, device, dataset)
+        here = [i for i in impls if i not in ("higher", "torchopt") or workload in args.lib_workloads]
+        for variant in args.variants:
+            log(f"[{workload} {variant}] timing {', '.join(here)}")
+            timings = time_steps(workload, variant, here, batch, device, args.steps, args.warmup, log, args.lib_steps, args.memory)
+            ref = timings.get("reference", {}).get("median_s")
+            for impl in here:
+                rec = dict(workload=workload, variant=variant, impl=impl, **timings[impl], device=device.type, threads=threads,
+                           data="omniglot" if dataset is not None else "random")
+                rec["ratio_reference_over_this"] = ref / rec["median_s"] if ref else None
+                if device.type == "cpu" and args.memory == "subprocess":
+                    mem = measure_memory(workload, variant, impl, args)
+                    rec.update({k: v for k, v in mem.items() if k != "hwm_reset"})
+                elif device.type == "cuda":
+                    rec["peak_rss_mb"] = rec.get("peak_mem_mb")
+                records.append(rec)
+            ref_mem = next((r.get("peak_rss_mb") for r in records if r["workload"] == workload and r["variant"] == variant and r["impl"] == "reference"), None)
+            for r in records:
+                if r["workload"] == workload and r["variant"] == variant and ref_mem and r.get("peak_rss_mb"):
+                    r["memory_over_reference"] = r["peak_rss_mb"] / ref_mem
+        if not args.no_sampling and dataset is not None:
+            s = time_sampling(workload, dataset)
+            ours = next((r["median_s"] for r in records if r["workload"] == workload and r["variant"] == "A" and r["impl"] == "maml_cli"), None)
+            rec = dict(workload=workload, variant="sampling", impl="maml_cli.data", **s, device="cpu", threads=threads,
+                       fraction_of_step_A=s["median_s"] / ours if ours else None)
+            records.append(rec)
+            log(f"[{workload}] task sampling {s['median_s'] * 1e3:.1f} ms per meta-batch"
+                + (f" = {100 * rec['fraction_of_step_A']:.2f}% of maml_cli's step A" if ours else ""))
+        elif not args.no_sampling:
+            skipped["sampling"] = "Omniglot not available"
+    if not args.no_eval:
+        if dataset is not None:
+            eval_batch = dataset.sampler("test", 5, 1, 15, 0).sample(args.eval_tasks).to(device)
+        else:
+            from maml_cli.data.tasks import TaskBatch
+
+            eval_batch = TaskBatch.cat([task_batch("omniglot-5w1s-q15-mb32", device, None, seed=s) for s in range(-(-args.eval_tasks // 32))])[: args.eval_tasks]
+        for pooling in args.eval_models.split(","):
+            log(f"[evaluation] {args.eval_tasks} tasks x {args.eval_steps} steps, Conv4 {pooling} ...")
+            e = time_evaluation(pooling, eval_batch, device, args.eval_steps)
+            records.append(dict(workload=f"omniglot-5w1s-q15-eval{args.eval_tasks}", variant=f"eval-{args.eval_steps}steps",
+                                impl=f"maml_cli-conv4-{pooling}", median_s=e["total_s"], **e, device=device.type, threads=threads,
+                                data="omniglot" if dataset is not None else "random"))
+            log(f"    {e['total_s']:.1f} s, {e['tasks_per_s']:.1f} tasks/s (engine {e['engine']})")
+    meta["wall_s"] = time.perf_counter() - started
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(meta=meta, skipped=skipped, records=records), indent=1))
+    print_table(records, meta)
+    log(f"wrote {out} ({meta['wall_s']:.0f} s)")
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def print_table(records, meta) -> None:
+    print(f"\nmeta-training step, {meta['device']}, {meta['threads']} threads, malloc {meta['malloc']}:"
+          " median (min) seconds over timed steps; ref/this = reference median / this median")
+    head = f"{'workload':26s} {'var':3s} {'impl':14s} {'median s':>9s} {'min s':>7s} {'cpu s':>7s} {'ref/this':>8s} {'peak MB':>8s} {'mem/ref':>7s}"
+    print(head)
+    print("-" * len(head))
+    for r in records:
+        if r["variant"] in VARIANTS:
+            ratio = f"{r['ratio_reference_over_this']:.2f}x" if r.get("ratio_reference_over_this") else "-"
+            mem = f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") is not None else "-"
+            memr = f"{r['memory_over_reference']:.2f}" if r.get("memory_over_reference") else "-"
+            print(f"{r['workload']:26s} {r['variant']:3s} {r['impl']:14s} {r['median_s']:9.3f} {r['min_s']:7.3f} {r['cpu_median_s']:7.2f} {ratio:>8s} {mem:>8s} {memr:>7s}")
+    for r in records:
+        if r["variant"] == "sampling":
+            frac = f", {100 * r['fraction_of_step_A']:.2f}% of maml_cli step A" if r.get("fraction_of_step_A") else ""
+            print(f"task sampling {r['workload']}: {1e3 * r['median_s']:.1f} ms per meta-batch{frac}")
+        elif r["variant"].startswith("eval"):
+            print(f"evaluation {r['impl']}: {r['tasks']} tasks x {r['variant']}: {r['total_s']:.1f} s ({r['tasks_per_s']:.1f} tasks/s, engine {r['engine']})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
