@@ -12,7 +12,14 @@ at 5-way 1-shot 15 queries meta-batch 32 and 20-way 1-shot 15 queries meta-batch
 * ``reference``: the plain per-task loop with ``torch.autograd.grad(create_graph=True)`` over the
   canonical Conv4 (``benchmarks/reference.py``; how learn2learn, higher and TorchOpt work);
 * ``higher``, ``torchopt``: the same workload through those libraries, when installed;
-* ``maml_cli-vmap`` (only on request): ``engine=vmap``, to document the ``engine=auto`` choice.
+* ``maml_cli-vmap``, ``maml_cli-loop`` (on request): ``engine=vmap`` / ``engine=loop``, to document
+  the ``engine=auto`` choice (loop on CPU, vmap on CUDA);
+* ``maml_cli-graph`` (CUDA, on request): ``maml_cli``'s whole step (meta-gradient and a capturable
+  Adam step) captured once in a CUDA graph and replayed: what is left when no kernel launch costs
+  host time.
+
+``--check`` first compares the meta-gradients of ``maml_cli`` and the reference on the chosen device
+(float64, 4 tasks, every variant): the relative difference must be at rounding level.
 
 Implementations are timed round-robin in one process (the starting one rotates every round), so that
 machine noise hits them alike; medians (and minima) of ``--steps`` timed steps after ``--warmup``.
@@ -67,6 +74,7 @@ MALLOC_TUNED = tune_allocator() if _malloc_from_argv() == "tuned" else False
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 from reference import LIBRARIES, CanonicalConv4  # noqa: E402
 
@@ -76,15 +84,17 @@ WORKLOADS = {
 }
 ALIASES = {"5w": "omniglot-5w1s-q15-mb32", "20w": "omniglot-20w1s-q15-mb16"}
 VARIANTS = {"A": dict(steps=1, first_order=False), "B": dict(steps=1, first_order=True), "C": dict(steps=5, first_order=False)}
-IMPLS = ("maml_cli", "reference", "higher", "torchopt", "maml_cli-vmap")
+IMPLS = ("maml_cli", "reference", "higher", "torchopt", "maml_cli-vmap", "maml_cli-loop", "maml_cli-graph")
 DEFAULT_IMPLS = ("maml_cli", "reference", "higher", "torchopt")
 INNER_LR, OUTER_LR = 0.4, 1e-3
-DATA_ROOT = os.environ.get("OMNIGLOT_ROOT", "/work/shared/data/omniglot")
+DATA_ROOT = os.environ.get("OMNIGLOT_ROOT", str(ROOT.parent / "shared" / "data" / "omniglot"))
 
 
 # ----------------------------------------------------------------------------------------------- setup
-def available(impl: str) -> tuple[bool, str]:
-    if impl in ("maml_cli", "maml_cli-vmap", "reference"):
+def available(impl: str, device: torch.device) -> tuple[bool, str]:
+    if impl == "maml_cli-graph":
+        return (True, "") if device.type == "cuda" else (False, "CUDA graphs need --device cuda")
+    if impl.startswith("maml_cli") or impl == "reference":
         return True, ""
     try:
         __import__(LIBRARIES[impl][0])
@@ -124,28 +134,35 @@ def task_batch(workload: str, device: torch.device, dataset=None, seed: int = 0)
     return batch.to(device)
 
 
+def make_learner(canonical: nn.Module, ways: int, variant: str, engine: str = "auto"):
+    """maml-cli's learner on the max-pool Conv4, starting from ``canonical``'s weights."""
+    from maml_cli.core import InnerLoopConfig, MetaLearner
+    from maml_cli.models import Conv4
+
+    v = VARIANTS[variant]
+    model = Conv4(ways, pooling="max").to(next(canonical.parameters()).dtype)
+    model.load_state_dict(dict(zip(model.state_dict(), canonical.state_dict().values())))
+    inner = InnerLoopConfig(steps=v["steps"], lr=INNER_LR, first_order=v["first_order"], engine=engine)
+    return MetaLearner(model, inner=inner)
+
+
 def make_step(impl: str, workload: str, variant: str, batch, device: torch.device):
     """A callable doing one full meta-training step of ``impl`` (same initial weights for all)."""
     ways, v = WORKLOADS[workload]["ways"], VARIANTS[variant]
     torch.manual_seed(0)
     canonical = CanonicalConv4(ways)
     if impl.startswith("maml_cli"):
-        from maml_cli.core import InnerLoopConfig, MetaLearner
-        from maml_cli.models import Conv4
-
-        model = Conv4(ways, pooling="max")
-        model.load_state_dict(dict(zip(model.state_dict(), canonical.state_dict().values())))
-        engine = "vmap" if impl == "maml_cli-vmap" else "auto"
-        learner = MetaLearner(model, inner=InnerLoopConfig(steps=v["steps"], lr=INNER_LR, first_order=v["first_order"], engine=engine))
-        learner.to(device)
-        optimizer = torch.optim.Adam(learner.parameters(), OUTER_LR)
+        engine = {"maml_cli-vmap": "vmap", "maml_cli-loop": "loop"}.get(impl, "auto")
+        learner = make_learner(canonical, ways, variant, engine).to(device)
+        graph = impl == "maml_cli-graph"
+        optimizer = torch.optim.Adam(learner.parameters(), OUTER_LR, capturable=graph)
 
         def step():
             optimizer.zero_grad(set_to_none=True)
             learner.meta_backward(batch)
             optimizer.step()
 
-        return step
+        return captured(step, optimizer) if graph else step
     canonical.to(device)
     optimizer = torch.optim.Adam(canonical.parameters(), OUTER_LR)
     meta_backward = LIBRARIES[impl][1]
@@ -157,6 +174,60 @@ def make_step(impl: str, workload: str, variant: str, batch, device: torch.devic
         optimizer.step()
 
     return step
+
+
+def captured(step, optimizer):
+    """``step`` captured in a CUDA graph (after warm-up on a side stream); returns its replay.
+
+    The capture runs ``step`` with the gradients unset, so the gradients it assigns live in the
+    graph's memory pool and every replay rewrites them: the replay needs no ``zero_grad``.
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
+def check_gradients(device: torch.device, tasks: int = 4) -> list[dict]:
+    """‖g_maml_cli − g_reference‖ / ‖g_reference‖ of the meta-gradient, per variant, in float64."""
+    out = []
+    for variant, v in VARIANTS.items():
+        torch.manual_seed(1)
+        canonical = CanonicalConv4(5).double().to(device)
+        learner = make_learner(canonical, 5, variant).to(device)
+        batch = task_batch("omniglot-5w1s-q15-mb32", device, seed=1)[:tasks]
+        batch = type(batch)(*(t.double() if t.is_floating_point() else t for t in (batch.x_support, batch.y_support, batch.x_query, batch.y_query)))
+        learner.meta_backward(batch)
+        LIBRARIES["reference"][1](canonical, batch.x_support, batch.y_support, batch.x_query, batch.y_query,
+                                  steps=v["steps"], lr=INNER_LR, first_order=v["first_order"])
+        ours = torch.cat([p.grad.flatten() for p in learner.model.parameters()])
+        ref = torch.cat([p.grad.flatten() for p in canonical.parameters()])
+        out.append(dict(variant=variant, relative_difference=((ours - ref).norm() / ref.norm()).item(), device=device.type,
+                        engine=learner._engine(batch).value))
+    return out
+
+
+def check_no_host_sync(device: torch.device) -> dict:
+    """One default training step (5w1s, 32 tasks, variant A) under CUDA's sync debug mode "error"."""
+    step = make_step("maml_cli", "omniglot-5w1s-q15-mb32", "A", task_batch("omniglot-5w1s-q15-mb32", device), device)
+    step()  # warm-up: lazy initialisation may synchronise once
+    torch.cuda.synchronize(device)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+        found = None
+    except RuntimeError as error:
+        found = str(error).splitlines()[0][:200]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return dict(workload="host-sync-check-5w1s-mb32", variant="A", impl="maml_cli", host_sync=found, device=device.type)
 
 
 def sync(device: torch.device) -> None:
@@ -172,13 +243,19 @@ def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_
     reference's kernels; this keeps the default run short). With ``memory="inprocess"`` each
     implementation then runs one more, untimed step for its peak memory (``peak_step_memory``).
     """
-    fns = {impl: make_step(impl, workload, variant, batch, device) for impl in impls}
+    fns = {}
+    for impl in impls:
+        try:
+            fns[impl] = make_step(impl, workload, variant, batch, device)
+        except Exception as error:  # an experimental path (a CUDA graph, say) that does not work here
+            log(f"    {impl} failed to set up, left out: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+    impls = list(fns)
     libs = {"higher", "torchopt"}
     wall = {impl: [] for impl in impls}
     cpu = {impl: [] for impl in impls}
     peak_cuda = {impl: 0.0 for impl in impls}
     for round_ in range(warmup + steps):
-        active = [i for i in impls if i not in libs or lib_steps is None or round_ < warmup + lib_steps]
+        active = [i for i in fns if i not in libs or lib_steps is None or round_ < warmup + lib_steps]
         order = active[round_ % len(active):] + active[: round_ % len(active)]
         for impl in order:
             if device.type == "cuda":
@@ -186,17 +263,24 @@ def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_
                 torch.cuda.reset_peak_memory_stats(device)
             sync(device)
             t0, c0 = time.perf_counter(), time.process_time()
-            fns[impl]()
-            sync(device)
+            try:
+                fns[impl]()
+                sync(device)
+            except torch.OutOfMemoryError as error:
+                log(f"    {impl} ran out of memory, left out: {str(error).splitlines()[0][:160]}")
+                del fns[impl]
+                gc.collect()
+                continue
             t1, c1 = time.perf_counter(), time.process_time()
             if device.type == "cuda":
                 peak_cuda[impl] = max(peak_cuda[impl], (torch.cuda.max_memory_allocated(device) - base) / 2**20)
             if round_ >= warmup:
                 wall[impl].append(t1 - t0)
                 cpu[impl].append(c1 - c0)
-        log(f"    round {round_ + 1}/{warmup + steps}: " + "  ".join(f"{i} {wall[i][-1]:.2f}s" for i in active if wall[i]))
+        in_use = f"  ({torch.cuda.memory_allocated(device) / 2**30:.2f} GiB allocated)" if device.type == "cuda" else ""
+        log(f"    round {round_ + 1}/{warmup + steps}: " + "  ".join(f"{i} {wall[i][-1]:.2f}s" for i in active if wall[i]) + in_use)
     out = {}
-    for impl in impls:
+    for impl in [i for i in impls if wall[i]]:
         out[impl] = dict(
             median_s=statistics.median(wall[impl]), min_s=min(wall[impl]), cpu_median_s=statistics.median(cpu[impl]),
             timed_steps=len(wall[impl]),
@@ -206,6 +290,10 @@ def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_
         if device.type == "cuda":
             out[impl]["peak_mem_mb"] = round(peak_cuda[impl], 1)
             out[impl]["peak_mem_kind"] = "cuda max_memory_allocated growth"
+    fns.clear()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return out
 
 
@@ -327,6 +415,7 @@ def parse(argv=None):
     p.add_argument("--no-memory", action="store_true", help="same as --memory none")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation throughput")
     p.add_argument("--no-sampling", action="store_true", help="skip the task-sampling timing")
+    p.add_argument("--check", action="store_true", help="first compare maml_cli's meta-gradients with the reference's")
     p.add_argument("--eval-tasks", type=int, default=600)
     p.add_argument("--eval-steps", type=int, default=10)
     p.add_argument("--eval-models", default="stride", help="Conv4 poolings to evaluate: stride (MAML's Omniglot net), max")
@@ -372,14 +461,21 @@ def main(argv=None) -> int:
     skipped = {}
     impls = []
     for impl in args.impls:
-        ok, why = available(impl)
+        ok, why = available(impl, device)
         if ok:
             impls.append(impl)
         else:
             skipped[impl] = why
             log(f"  skipping {impl}: {why}")
-    dataset = None if args.no_sampling and args.no_eval else omniglot()
     records = []
+    if args.check:
+        for c in check_gradients(device):
+            records.append(dict(workload="gradient-check-5w1s-4tasks-float64", impl="maml_cli", **c))
+            log(f"[check {c['variant']}] meta-gradient relative difference to the reference: {c['relative_difference']:.1e}")
+        if device.type == "cuda":
+            records.append(check_no_host_sync(device))
+            log(f"[check] host-device syncs in a training step: {records[-1]['host_sync'] or 'none'}")
+    dataset = None if args.no_sampling and args.no_eval else omniglot()
     for workload in args.workloads:
         batch = task_batch(workload, device, dataset)
         here = [i for i in impls if i not in ("higher", "torchopt") or workload in args.lib_workloads]
@@ -387,7 +483,7 @@ def main(argv=None) -> int:
             log(f"[{workload} {variant}] timing {', '.join(here)}")
             timings = time_steps(workload, variant, here, batch, device, args.steps, args.warmup, log, args.lib_steps, args.memory)
             ref = timings.get("reference", {}).get("median_s")
-            for impl in here:
+            for impl in timings:
                 rec = dict(workload=workload, variant=variant, impl=impl, **timings[impl], device=device.type, threads=threads,
                            data="omniglot" if dataset is not None else "random")
                 rec["ratio_reference_over_this"] = ref / rec["median_s"] if ref else None
@@ -452,15 +548,20 @@ def print_table(records, meta) -> None:
     print(head)
     print("-" * len(head))
     for r in records:
-        if r["variant"] in VARIANTS:
+        if r["variant"] in VARIANTS and "median_s" in r:
             ratio = f"{r['ratio_reference_over_this']:.2f}x" if r.get("ratio_reference_over_this") else "-"
             mem = f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") is not None else "-"
             memr = f"{r['memory_over_reference']:.2f}" if r.get("memory_over_reference") else "-"
-            print(f"{r['workload']:26s} {r['variant']:3s} {r['impl']:14s} {r['median_s']:9.3f} {r['min_s']:7.3f} {r['cpu_median_s']:7.2f} {ratio:>8s} {mem:>8s} {memr:>7s}")
+            print(f"{r['workload']:26s} {r['variant']:3s} {r['impl']:14s} {r['median_s']:9.4f} {r['min_s']:7.4f} {r['cpu_median_s']:7.2f} {ratio:>8s} {mem:>8s} {memr:>7s}"
+                  f"  {1 / r['median_s']:.1f} steps/s")
     for r in records:
         if r["variant"] == "sampling":
             frac = f", {100 * r['fraction_of_step_A']:.2f}% of maml_cli step A" if r.get("fraction_of_step_A") else ""
             print(f"task sampling {r['workload']}: {1e3 * r['median_s']:.1f} ms per meta-batch{frac}")
+        elif "host_sync" in r:
+            print(f"host-device syncs in a training step ({r['device']}): {r['host_sync'] or 'none'}")
+        elif "relative_difference" in r:
+            print(f"meta-gradient check {r['variant']} ({r['device']}, engine {r['engine']}): relative difference {r['relative_difference']:.1e}")
         elif r["variant"].startswith("eval"):
             print(f"evaluation {r['impl']}: {r['tasks']} tasks x {r['variant']}: {r['total_s']:.1f} s ({r['tasks_per_s']:.1f} tasks/s, engine {r['engine']})")
 

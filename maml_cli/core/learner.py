@@ -98,8 +98,11 @@ class MetaLearner(nn.Module):
         task = partial(self._task_loss, consts=consts, steps=self.inner.steps, first_order=first_order, weights=weights)
         buffers = self._task_buffers(len(batch))
         if self._engine(batch) is Engine.vmap:
+            # torch.func.grad differentiates its own inputs: given the parameters themselves, it would
+            # also record an outer autograd graph, and the gradients would hold it (and leak through it).
+            detached = {n: p.detach() for n, p in meta.items()}
             grads, aux = vmap(grad(task, has_aux=True), in_dims=(None, 0, 0, 0, 0, 0), randomness="different")(
-                meta, buffers, *_fields(batch)
+                detached, buffers, *_fields(batch)
             )
             for name, g in grads.items():
                 p = meta[name]

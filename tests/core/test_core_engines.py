@@ -115,3 +115,11 @@ def test_evaluate_curve_matches_adapt_and_predict_task_by_task():
         accuracy = (logits.argmax(-1) == batch.y_query[i]).float().mean()
         torch.testing.assert_close(curve.accuracies[i, -1], accuracy.to(curve.accuracies.dtype))
     assert (curve.losses[:, -1] < curve.losses[:, 0]).all()  # adapting helps on the support-like query
+
+
+@pytest.mark.parametrize("engine", ["loop", "vmap"])
+def test_meta_gradients_are_plain_tensors_that_hold_no_autograd_graph(engine):
+    maml = learner(conv_net(), steps=2, engine=engine)
+    maml.meta_backward(classification_batch(tasks=2))
+    grads = [p.grad for p in maml.parameters() if p.requires_grad]
+    assert grads and all(g.grad_fn is None and not g.requires_grad for g in grads)
