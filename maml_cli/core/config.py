@@ -53,7 +53,7 @@ class InnerLoopConfig:
     multi_step_loss_iterations: int = 0
     batchnorm: BatchNormPolicy = BatchNormPolicy.transductive
     engine: Engine = Engine.auto
-    eval_chunk: int = 100  # tasks adapted together at evaluation
+    eval_chunk: int = 50  # tasks adapted together at evaluation
 
     def __post_init__(self) -> None:
         self.lr_granularity = _enum(LrGranularity, self.lr_granularity, "algorithm.lr_granularity")

@@ -107,16 +107,14 @@ class MetaLearner(nn.Module):
             for name, g in grads.items():
                 p = meta[name]
                 p.grad = g.mean(0) if p.grad is None else p.grad + g.mean(0)
-            buffers = aux.pop("buffers")
         else:
             auxes = []
             for i in range(len(batch)):
-                loss, aux = task(meta, _index(buffers, i), *(t[i] for t in _fields(batch)))
+                loss, aux = task(meta, *_index((buffers, *_fields(batch)), i))
                 (loss / len(batch)).backward()
                 auxes.append(aux)
-            buffers = _stack([a.pop("buffers") for a in auxes])
-            aux = {k: torch.stack([a[k] for a in auxes]) for k in auxes[0]}
-        self._store_step_buffers(buffers)
+            aux = _stack(auxes)
+        self._store_step_buffers(aux.pop("buffers"))
         return StepStats(
             loss=aux["loss"].mean(),
             query_loss=aux["query_loss"].mean(),
@@ -143,22 +141,26 @@ class MetaLearner(nn.Module):
     def evaluate(self, batch: TaskBatch, steps: int | None = None, lr: float | None = None) -> AdaptationCurve:
         """Adapt every task of ``batch`` for ``steps`` (default ``eval_steps``) and record the curve.
 
-        Tasks are processed in chunks of ``eval_chunk``: vectorised (vmap) with the ``vmap`` engine,
-        one task at a time with the ``loop`` engine (``auto``: loop on CPU, where it is ~1.3× faster).
-        ``lr`` overrides α with a fixed scalar. Meta-parameters and BatchNorm statistics are left untouched.
+        Tasks go in chunks of ``eval_chunk``. A chunk's adaptation is vectorised (vmap) unless
+        ``engine=loop``: support sets are small, so one batched pass beats many tiny ones. The query
+        passes after each step are vectorised with ``engine=vmap``, and with ``auto`` on CUDA; on CPU
+        ``auto`` scores task by task, as batched query activations outgrow the cache. ``lr``
+        overrides α with a fixed scalar. Meta-parameters and BatchNorm statistics are left untouched.
         """
         steps = self.inner.eval_steps if steps is None else steps
         self._set_eval_mode(True)
         try:
-            task = partial(self._task_curve, tensors=self._detached_tensors(), steps=steps, lr=lr)
+            tensors = self._detached_tensors()
+            frozen = {n: t for n, t in _part(tensors, "model.").items() if n not in self.adapted_names}
+            adapt = partial(self._task_path, tensors=tensors, steps=steps, lr=lr)
+            score = partial(self._task_scores, frozen=frozen)
             curves = []
             for chunk in batch.chunks(self.inner.eval_chunk):
-                buffers = self._task_buffers(len(chunk))
-                if self._engine(chunk) is Engine.vmap:
-                    curves.append(vmap(task, randomness="different")(buffers, *_fields(chunk)))
-                else:
-                    each = [task(_index(buffers, i), *(t[i] for t in _fields(chunk))) for i in range(len(chunk))]
-                    curves.append(tuple(torch.stack(c) for c in zip(*each)))
+                vectorise_adaptation, vectorise_scores = self._evaluation_engines(chunk)
+                path, buffers = _per_task(adapt, vectorise_adaptation)(
+                    self._task_buffers(len(chunk)), chunk.x_support, chunk.y_support
+                )
+                curves.append(_per_task(score, vectorise_scores)(path, buffers, chunk.x_query, chunk.y_query))
         finally:
             self._set_eval_mode(False)
         losses = torch.cat([c[0] for c in curves])
@@ -210,15 +212,19 @@ class MetaLearner(nn.Module):
             aux["query_accuracy"] = _accuracy(outputs[steps], y_q)
         return loss, aux
 
-    def _task_curve(self, buffers, x_s, y_s, x_q, y_q, *, tensors, steps, lr):
-        """Query loss and accuracy of one task after each of 0..steps inner steps (no meta-gradient)."""
+    def _task_path(self, buffers, x_s, y_s, *, tensors, steps, lr):
+        """One task's adapted parameters after 0..steps inner steps (no meta-gradient), and its buffers."""
         path, _, buffers = self._adapt(tensors, buffers, x_s, y_s, steps, True, lr)
+        return [{n: params[n].detach() for n in self.adapted_names} for params in path], buffers
+
+    @torch.no_grad()
+    def _task_scores(self, path, buffers, x_q, y_q, *, frozen):
+        """Query loss and accuracy of one task under each step's parameters of ``path``."""
         losses, accuracies = [], []
-        with torch.no_grad():
-            for step, params in enumerate(path):
-                out, _ = self._forward(params, buffers, step, x_q)
-                losses.append(self.loss_fn(out, y_q))
-                accuracies.append(_accuracy(out, y_q) if self.classification else losses[-1])
+        for step, adapted in enumerate(path):
+            out, _ = self._forward({**frozen, **adapted}, buffers, step, x_q)
+            losses.append(self.loss_fn(out, y_q))
+            accuracies.append(_accuracy(out, y_q) if self.classification else losses[-1])
         return torch.stack(losses), torch.stack(accuracies)
 
     def _adapt(self, tensors: Params, buffers, x_s, y_s, steps, first_order, lr=None):
@@ -294,6 +300,13 @@ class MetaLearner(nn.Module):
         use_running = evaluating and self.inner.batchnorm is BatchNormPolicy.per_step
         self.model.train(not use_running)
 
+    def _evaluation_engines(self, chunk: TaskBatch) -> tuple[bool, bool]:
+        """Whether to vectorise (adaptation, query passes) of an evaluation chunk."""
+        if self.inner.engine is Engine.auto:
+            return True, chunk.x_query.device.type != "cpu"
+        vectorise = self.inner.engine is Engine.vmap
+        return vectorise, vectorise
+
     def _engine(self, batch: TaskBatch) -> Engine:
         if self.inner.engine is Engine.auto:
             return Engine.loop if batch.x_support.device.type == "cpu" else Engine.vmap
@@ -324,13 +337,43 @@ def _part(tensors: Params, prefix: str) -> Params:
     return {n[len(prefix) :]: t for n, t in tensors.items() if n.startswith(prefix)}
 
 
-def _index(buffers, i: int):
-    return [{n: t[i] for n, t in s.items()} for s in buffers]
+def _per_task(fn: Callable, vectorise: bool) -> Callable:
+    """``fn`` mapped over the leading (task) dimension of its arguments: by vmap, or task by task."""
+    if vectorise:
+        return vmap(fn, randomness="different")
+
+    def each(*args):
+        tasks = next(_leaves(args)).shape[0]
+        return _stack([fn(*_index(args, i)) for i in range(tasks)])
+
+    return each
 
 
-def _stack(per_task: list) -> list:
-    """Per-task buffer sets → one set of stacked tensors (the inverse of ``_index``)."""
-    return [{n: torch.stack([task[s][n] for task in per_task]) for n in first} for s, first in enumerate(per_task[0])]
+def _leaves(tree):
+    if isinstance(tree, Tensor):
+        yield tree
+    else:
+        for value in tree.values() if isinstance(tree, dict) else tree:
+            yield from _leaves(value)
+
+
+def _index(tree, i: int):
+    """Task ``i`` of a nest of dicts, lists and tuples of per-task tensors."""
+    if isinstance(tree, Tensor):
+        return tree[i]
+    if isinstance(tree, dict):
+        return {k: _index(v, i) for k, v in tree.items()}
+    return type(tree)(_index(v, i) for v in tree)
+
+
+def _stack(trees: list):
+    """Per-task nests of the same structure → one nest of stacked tensors (the inverse of ``_index``)."""
+    first = trees[0]
+    if isinstance(first, Tensor):
+        return torch.stack(trees)
+    if isinstance(first, dict):
+        return {k: _stack([t[k] for t in trees]) for k in first}
+    return type(first)(_stack(list(group)) for group in zip(*trees))
 
 
 def _accuracy(logits: Tensor, labels: Tensor) -> Tensor:

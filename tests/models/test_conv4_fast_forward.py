@@ -94,11 +94,13 @@ def test_meta_gradient_equals_the_plain_autograd_reference(engine, steps, first_
     assert torch.equal(first_conv_bias, torch.zeros_like(first_conv_bias))  # folded into BatchNorm: exactly 0
 
 
-def test_evaluate_loop_and_vmap_engines_agree():
+def test_evaluate_gives_the_same_curve_task_by_task_vectorised_and_mixed():
+    """loop: all per task; vmap: all vectorised; auto on CPU: vectorised adaptation, per-task query passes."""
     batch = _batch(tasks=3)
     curves = {}
-    for engine in ("loop", "vmap"):
+    for engine in ("loop", "vmap", "auto"):
         learner = MetaLearner(model("stride"), inner=InnerLoopConfig(engine=engine, eval_steps=3, eval_chunk=2))
         curves[engine] = learner.evaluate(batch)
-    torch.testing.assert_close(curves["loop"].losses, curves["vmap"].losses, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(curves["loop"].accuracies, curves["vmap"].accuracies)
+    for engine in ("vmap", "auto"):
+        torch.testing.assert_close(curves[engine].losses, curves["loop"].losses, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(curves[engine].accuracies, curves["loop"].accuracies)
