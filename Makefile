@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 BENCH_ARGS ?=
 
 .PHONY: install test demo bench clean
@@ -21,8 +22,12 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/maml-train
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

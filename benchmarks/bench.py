@@ -11,7 +11,8 @@ at 5-way 1-shot 15 queries meta-batch 32 and 20-way 1-shot 15 queries meta-batch
 * ``maml_cli``: ``MetaLearner.meta_backward`` (``engine=auto``) on ``maml_cli.models.Conv4``;
 * ``reference``: the plain per-task loop with ``torch.autograd.grad(create_graph=True)`` over the
   canonical Conv4 (``benchmarks/reference.py``; how learn2learn, higher and TorchOpt work);
-* ``higher``, ``torchopt``: the same workload through those libraries, when installed;
+* ``higher``, ``torchopt``: the same workload through those libraries, when installed (``make bench``
+  installs them; by default on 5w variant A for ``--lib-steps`` steps: they run the reference's kernels);
 * ``maml_cli-vmap``, ``maml_cli-loop`` (on request): ``engine=vmap`` / ``engine=loop``, to document
   the ``engine=auto`` choice (loop on CPU, vmap on CUDA);
 * ``maml_cli-graph`` (CUDA, on request): ``maml_cli``'s whole step (meta-gradient and a capturable
@@ -393,7 +394,12 @@ def time_evaluation(pooling: str, batch, device: torch.device, steps: int) -> di
     sync(device)
     seconds = time.perf_counter() - t0
     return dict(total_s=seconds, tasks=len(batch), tasks_per_s=len(batch) / seconds,
-                engine=learner._engine(batch).value, curve_shape=list(curve.losses.shape))
+                engine=_evaluation_engine(learner, batch), curve_shape=list(curve.losses.shape))
+
+
+def _evaluation_engine(learner, batch) -> str:
+    adaptation, queries = learner._evaluation_engines(batch)
+    return f"adaptation {'vmap' if adaptation else 'per task'}, query passes {'vmap' if queries else 'per task'}"
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -403,6 +409,7 @@ def parse(argv=None):
     p.add_argument("--variants", default="A,B,C", help="comma list of A, B, C")
     p.add_argument("--impls", default=",".join(DEFAULT_IMPLS), help=f"comma list of {', '.join(IMPLS)}")
     p.add_argument("--lib-workloads", default="5w", help="workloads on which higher/torchopt run ('all' for every one)")
+    p.add_argument("--lib-variants", default="A", help="variants on which higher/torchopt run (comma list)")
     p.add_argument("--steps", type=int, default=10, help="timed meta-steps per implementation (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed meta-steps per implementation first")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -427,6 +434,7 @@ def parse(argv=None):
     args.workloads = [ALIASES.get(w, w) for w in args.workloads.split(",") if w]
     args.variants = [v.strip().upper() for v in args.variants.split(",") if v]
     args.impls = [i.strip() for i in args.impls.split(",") if i]
+    args.lib_variants = [v.strip().upper() for v in args.lib_variants.split(",") if v]
     libs = args.lib_workloads.split(",")
     args.lib_workloads = list(WORKLOADS) if "all" in libs else [ALIASES.get(w, w) for w in libs if w]
     for name, values, known in (("workload", args.workloads, WORKLOADS), ("variant", args.variants, VARIANTS), ("impl", args.impls, IMPLS)):
@@ -478,8 +486,9 @@ def main(argv=None) -> int:
     dataset = None if args.no_sampling and args.no_eval else omniglot()
     for workload in args.workloads:
         batch = task_batch(workload, device, dataset)
-        here = [i for i in impls if i not in ("higher", "torchopt") or workload in args.lib_workloads]
         for variant in args.variants:
+            with_libs = workload in args.lib_workloads and variant in args.lib_variants
+            here = [i for i in impls if i not in ("higher", "torchopt") or with_libs]
             log(f"[{workload} {variant}] timing {', '.join(here)}")
             timings = time_steps(workload, variant, here, batch, device, args.steps, args.warmup, log, args.lib_steps, args.memory)
             ref = timings.get("reference", {}).get("median_s")
@@ -520,7 +529,7 @@ def main(argv=None) -> int:
             records.append(dict(workload=f"omniglot-5w1s-q15-eval{args.eval_tasks}", variant=f"eval-{args.eval_steps}steps",
                                 impl=f"maml_cli-conv4-{pooling}", median_s=e["total_s"], **e, device=device.type, threads=threads,
                                 data="omniglot" if dataset is not None else "random"))
-            log(f"    {e['total_s']:.1f} s, {e['tasks_per_s']:.1f} tasks/s (engine {e['engine']})")
+            log(f"    {e['total_s']:.1f} s, {e['tasks_per_s']:.1f} tasks/s ({e['engine']})")
     meta["wall_s"] = time.perf_counter() - started
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -563,7 +572,7 @@ def print_table(records, meta) -> None:
         elif "relative_difference" in r:
             print(f"meta-gradient check {r['variant']} ({r['device']}, engine {r['engine']}): relative difference {r['relative_difference']:.1e}")
         elif r["variant"].startswith("eval"):
-            print(f"evaluation {r['impl']}: {r['tasks']} tasks x {r['variant']}: {r['total_s']:.1f} s ({r['tasks_per_s']:.1f} tasks/s, engine {r['engine']})")
+            print(f"evaluation {r['impl']}: {r['tasks']} tasks x {r['variant']}: {r['total_s']:.1f} s ({r['tasks_per_s']:.1f} tasks/s; {r['engine']})")
 
 
 if __name__ == "__main__":

@@ -95,9 +95,11 @@ class MetaLearner(nn.Module):
         first_order = self.inner.first_order or iteration < self.inner.first_order_iterations
         weights = self.multi_step_weights(iteration)
         meta, consts = self._split_parameters()
-        task = partial(self._task_loss, consts=consts, steps=self.inner.steps, first_order=first_order, weights=weights)
+        vectorise = self._engine(batch) is Engine.vmap
+        task = partial(self._task_loss, consts=consts, steps=self.inner.steps, first_order=first_order, weights=weights,
+                       functional=vectorise)
         buffers = self._task_buffers(len(batch))
-        if self._engine(batch) is Engine.vmap:
+        if vectorise:
             # torch.func.grad differentiates its own inputs: given the parameters themselves, it would
             # also record an outer autograd graph, and the gradients would hold it (and leak through it).
             detached = {n: p.detach() for n, p in meta.items()}
@@ -152,11 +154,11 @@ class MetaLearner(nn.Module):
         try:
             tensors = self._detached_tensors()
             frozen = {n: t for n, t in _part(tensors, "model.").items() if n not in self.adapted_names}
-            adapt = partial(self._task_path, tensors=tensors, steps=steps, lr=lr)
             score = partial(self._task_scores, frozen=frozen)
             curves = []
             for chunk in batch.chunks(self.inner.eval_chunk):
                 vectorise_adaptation, vectorise_scores = self._evaluation_engines(chunk)
+                adapt = partial(self._task_path, tensors=tensors, steps=steps, lr=lr, functional=vectorise_adaptation)
                 path, buffers = _per_task(adapt, vectorise_adaptation)(
                     self._task_buffers(len(chunk)), chunk.x_support, chunk.y_support
                 )
@@ -173,7 +175,7 @@ class MetaLearner(nn.Module):
         try:
             buffers = _index(self._task_buffers(1), 0)
             with torch.enable_grad():
-                path, _, _ = self._adapt(self._detached_tensors(), buffers, x_support, y_support, steps, True, lr)
+                path, _, _ = self._adapt(self._detached_tensors(), buffers, x_support, y_support, steps, True, lr, False)
         finally:
             self._set_eval_mode(False)
         return {n: p.detach() for n, p in path[-1].items()}
@@ -189,10 +191,10 @@ class MetaLearner(nn.Module):
             self._set_eval_mode(False)
 
     # ------------------------------------------------------------------ one task, functionally
-    def _task_loss(self, meta: Params, buffers, x_s, y_s, x_q, y_q, *, consts, steps, first_order, weights):
+    def _task_loss(self, meta: Params, buffers, x_s, y_s, x_q, y_q, *, consts, steps, first_order, weights, functional):
         """Meta-loss of one task and what to log, as a pure function of the meta-parameters."""
         tensors = {**consts, **meta}
-        path, support_losses, buffers = self._adapt(tensors, buffers, x_s, y_s, steps, first_order)
+        path, support_losses, buffers = self._adapt(tensors, buffers, x_s, y_s, steps, first_order, functional=functional)
         scored = [steps] if weights is None else range(1, steps + 1)
         outputs = {}
         for s in scored:
@@ -212,9 +214,9 @@ class MetaLearner(nn.Module):
             aux["query_accuracy"] = _accuracy(outputs[steps], y_q)
         return loss, aux
 
-    def _task_path(self, buffers, x_s, y_s, *, tensors, steps, lr):
+    def _task_path(self, buffers, x_s, y_s, *, tensors, steps, lr, functional):
         """One task's adapted parameters after 0..steps inner steps (no meta-gradient), and its buffers."""
-        path, _, buffers = self._adapt(tensors, buffers, x_s, y_s, steps, True, lr)
+        path, _, buffers = self._adapt(tensors, buffers, x_s, y_s, steps, True, lr, functional)
         return [{n: params[n].detach() for n in self.adapted_names} for params in path], buffers
 
     @torch.no_grad()
@@ -227,11 +229,12 @@ class MetaLearner(nn.Module):
             accuracies.append(_accuracy(out, y_q) if self.classification else losses[-1])
         return torch.stack(losses), torch.stack(accuracies)
 
-    def _adapt(self, tensors: Params, buffers, x_s, y_s, steps, first_order, lr=None):
+    def _adapt(self, tensors: Params, buffers, x_s, y_s, steps, first_order, lr=None, functional=True):
         """θ → θ − α ∇θ L_support, ``steps`` times; returns [θ₀, …, θ_k], the support losses and the buffers.
 
         First-order: the inner gradient is computed on detached parameters, so it is a constant
-        and no second-order graph is ever built.
+        and no second-order graph is ever built. ``functional``: inner gradients by ``torch.func``
+        (required under vmap), else by ``torch.autograd`` (less overhead per task).
         """
         params, rates = _part(tensors, "model."), _part(tensors, "inner_lr.")
         path, support_losses = [params], []
@@ -243,7 +246,7 @@ class MetaLearner(nn.Module):
                 out, buffers = self._forward({**frozen, **sub}, buffers, step, x_s)
                 return self.loss_fn(out, y_s), buffers
 
-            grads, (value, buffers) = grad_and_value(support_loss, has_aux=True)(adapted)
+            grads, (value, buffers) = _grad_and_value(support_loss, adapted, not first_order, functional)
             params = dict(params)
             for n in self.adapted_names:
                 alpha = lr if lr is not None else self.inner_lr.lookup(rates, step, n)
@@ -335,6 +338,22 @@ def _fields(batch: TaskBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 def _part(tensors: Params, prefix: str) -> Params:
     return {n[len(prefix) :]: t for n, t in tensors.items() if n.startswith(prefix)}
+
+
+def _grad_and_value(fn: Callable, inputs: Params, create_graph: bool, functional: bool):
+    """``(∇ fn(inputs)[0], fn(inputs))`` for ``fn`` returning ``(loss, aux)``; zeros for unused inputs.
+
+    ``functional``: by ``torch.func.grad_and_value`` (composes with vmap; higher orders implicit), else by
+    ``torch.autograd.grad``, keeping the graph for second order when ``create_graph``.
+    """
+    if functional:
+        return grad_and_value(fn, has_aux=True)(inputs)
+    leaves = inputs if create_graph else {n: t.detach().requires_grad_() for n, t in inputs.items()}
+    with torch.enable_grad():
+        value, aux = fn(leaves)
+        grads = torch.autograd.grad(value, tuple(leaves.values()), create_graph=create_graph, allow_unused=True,
+                                    materialize_grads=True)
+    return dict(zip(leaves, grads)), (value, aux)
 
 
 def _per_task(fn: Callable, vectorise: bool) -> Callable:
