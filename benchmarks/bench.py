@@ -241,8 +241,9 @@ def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_
     """Round-robin timing: every round runs each implementation once, starting one further along.
 
     ``higher``/``torchopt`` take part in the first ``warmup + lib_steps`` rounds only (they run the
-    reference's kernels; this keeps the default run short). With ``memory="inprocess"`` each
-    implementation then runs one more, untimed step for its peak memory (``peak_step_memory``).
+    reference's kernels; this keeps the default run short). With ``memory="inprocess"`` on CPU, each
+    implementation's warm-up step is also its peak-memory step (``peak_step_memory``); with no
+    warm-up, one more untimed step after the timed ones.
     """
     fns = {}
     for impl in impls:
@@ -255,6 +256,8 @@ def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_
     wall = {impl: [] for impl in impls}
     cpu = {impl: [] for impl in impls}
     peak_cuda = {impl: 0.0 for impl in impls}
+    cpu_memory = device.type == "cpu" and memory == "inprocess"
+    peaks = {}
     for round_ in range(warmup + steps):
         active = [i for i in fns if i not in libs or lib_steps is None or round_ < warmup + lib_steps]
         order = active[round_ % len(active):] + active[: round_ % len(active)]
@@ -262,6 +265,9 @@ def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_
             if device.type == "cuda":
                 base = torch.cuda.memory_allocated(device)
                 torch.cuda.reset_peak_memory_stats(device)
+            if cpu_memory and round_ == 0 and warmup:
+                peaks[impl] = peak_step_memory(fns[impl])  # the untimed warm-up step, measured
+                continue
             sync(device)
             t0, c0 = time.perf_counter(), time.process_time()
             try:
@@ -286,8 +292,8 @@ def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_
             median_s=statistics.median(wall[impl]), min_s=min(wall[impl]), cpu_median_s=statistics.median(cpu[impl]),
             timed_steps=len(wall[impl]),
         )
-        if device.type == "cpu" and memory == "inprocess":
-            out[impl].update(peak_step_memory(fns[impl]))
+        if cpu_memory:
+            out[impl].update(peaks[impl] if impl in peaks else peak_step_memory(fns[impl]))
         if device.type == "cuda":
             out[impl]["peak_mem_mb"] = round(peak_cuda[impl], 1)
             out[impl]["peak_mem_kind"] = "cuda max_memory_allocated growth"
@@ -326,10 +332,13 @@ def peak_step_memory(step) -> dict:
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
+        reset = True
     except OSError:
-        return dict(peak_rss_mb=None, memory_error="cannot reset the peak-RSS mark (/proc/self/clear_refs)")
+        reset = False
     step()
-    return dict(peak_rss_mb=round(_hwm_mb() - before, 1), base_rss_mb=round(before, 1), peak_mem_kind="peak RSS growth of one step, in-process after malloc_trim")
+    if not reset:
+        return dict(peak_rss_mb=None, memory_error="cannot reset the peak-RSS mark (/proc/self/clear_refs)")
+    return dict(peak_rss_mb=round(_hwm_mb() - before, 1), base_rss_mb=round(before, 1), peak_mem_kind="peak RSS growth of one (warm-up) step, in-process after malloc_trim")
 
 
 def probe_memory(args) -> None:
