@@ -175,7 +175,8 @@ class MetaLearner(nn.Module):
         try:
             buffers = _index(self._task_buffers(1), 0)
             with torch.enable_grad():
-                path, _, _ = self._adapt(self._detached_tensors(), buffers, x_support, y_support, steps, True, lr, False)
+                tensors = self._detached_tensors()
+                path, _, _ = self._adapt(tensors, buffers, x_support, y_support, steps, True, lr, functional=False)
         finally:
             self._set_eval_mode(False)
         return {n: p.detach() for n, p in path[-1].items()}
@@ -191,10 +192,11 @@ class MetaLearner(nn.Module):
             self._set_eval_mode(False)
 
     # ------------------------------------------------------------------ one task, functionally
-    def _task_loss(self, meta: Params, buffers, x_s, y_s, x_q, y_q, *, consts, steps, first_order, weights, functional):
+    def _task_loss(self, meta: Params, buffers, x_s, y_s, x_q, y_q, *, consts, steps, first_order, weights,
+                   functional):
         """Meta-loss of one task and what to log, as a pure function of the meta-parameters."""
         tensors = {**consts, **meta}
-        path, support_losses, buffers = self._adapt(tensors, buffers, x_s, y_s, steps, first_order, functional=functional)
+        path, support_losses, buffers = self._adapt(tensors, buffers, x_s, y_s, steps, first_order, None, functional)
         scored = [steps] if weights is None else range(1, steps + 1)
         outputs = {}
         for s in scored:
