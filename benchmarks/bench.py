@@ -88,7 +88,7 @@ VARIANTS = {"A": dict(steps=1, first_order=False), "B": dict(steps=1, first_orde
 IMPLS = ("maml_cli", "reference", "higher", "torchopt", "maml_cli-vmap", "maml_cli-loop", "maml_cli-graph")
 DEFAULT_IMPLS = ("maml_cli", "reference", "higher", "torchopt")
 INNER_LR, OUTER_LR = 0.4, 1e-3
-DATA_ROOT = os.environ.get("OMNIGLOT_ROOT", str(ROOT.parent / "shared" / "data" / "omniglot"))
+DATA_ROOT = Path(os.environ.get("MAML_DATA_ROOT", ROOT.parent / "shared" / "data")) / "omniglot"  # as the tests
 
 
 # ----------------------------------------------------------------------------------------------- setup

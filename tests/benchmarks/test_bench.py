@@ -1,0 +1,31 @@
+"""``make bench``'s harness: a small subset runs, checks our meta-gradients and writes the documented JSON."""
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_bench_subset_writes_records_with_ratios_and_an_exact_gradient_check(tmp_path, omniglot_root):
+    out = tmp_path / "results.json"
+    env = {**os.environ, "MAML_DATA_ROOT": str(omniglot_root.parent), "OMP_NUM_THREADS": "1"}
+    args = ["--workloads", "5w", "--variants", "B", "--impls", "maml_cli,reference", "--steps", "1",
+            "--warmup", "1", "--check", "--eval-tasks", "4", "--out", str(out)]
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench.py"), *args], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = json.loads(out.read_text())["records"]
+
+    steps = {r["impl"]: r for r in records if r["variant"] == "B" and "median_s" in r}
+    assert steps.keys() == {"maml_cli", "reference"}
+    for r in steps.values():
+        assert r["workload"] == "omniglot-5w1s-q15-mb32" and r["device"] == "cpu" and r["threads"] == 1
+        assert r["median_s"] > 0 and r["peak_rss_mb"] > 0 and r["data"] == "omniglot"
+    assert steps["maml_cli"]["ratio_reference_over_this"] == steps["reference"]["median_s"] / steps["maml_cli"]["median_s"]
+
+    checks = {r["variant"]: r["relative_difference"] for r in records if "relative_difference" in r}
+    assert checks.keys() == {"A", "B", "C"} and max(checks.values()) < 1e-10  # float64: rounding level
+    assert any(r["variant"] == "sampling" and r["median_s"] > 0 for r in records)
+    assert any(r["variant"] == "eval-10steps" and r["tasks"] == 4 for r in records)
+    assert "meta-gradient check" in done.stdout and "ref/this" in done.stdout
