@@ -118,8 +118,8 @@ def omniglot(required: bool = False):
         return None
 
 
-def task_batch(workload: str, device: torch.device, dataset=None, seed: int = 0):
-    """One meta-batch: real Omniglot training tasks when ``dataset`` is given, else random images."""
+def task_batch(workload: str, device: torch.device, dataset=None, seed: int = 0, dtype=torch.float32):
+    """One meta-batch: real Omniglot training tasks when ``dataset`` is given, else random ``dtype`` images."""
     from maml_cli.data.tasks import TaskBatch
 
     w = WORKLOADS[workload]
@@ -129,8 +129,8 @@ def task_batch(workload: str, device: torch.device, dataset=None, seed: int = 0)
         g = torch.Generator().manual_seed(seed)
         labels = lambda per: torch.arange(w["ways"]).repeat_interleave(per).expand(w["tasks"], -1).contiguous()  # noqa: E731
         batch = TaskBatch(
-            torch.rand(w["tasks"], w["ways"] * w["shots"], 1, 28, 28, generator=g), labels(w["shots"]),
-            torch.rand(w["tasks"], w["ways"] * w["queries"], 1, 28, 28, generator=g), labels(w["queries"]),
+            torch.rand(w["tasks"], w["ways"] * w["shots"], 1, 28, 28, generator=g, dtype=dtype), labels(w["shots"]),
+            torch.rand(w["tasks"], w["ways"] * w["queries"], 1, 28, 28, generator=g, dtype=dtype), labels(w["queries"]),
         )
     return batch.to(device)
 
@@ -203,8 +203,7 @@ def check_gradients(device: torch.device, tasks: int = 4) -> list[dict]:
         torch.manual_seed(1)
         canonical = CanonicalConv4(5).double().to(device)
         learner = make_learner(canonical, 5, variant).to(device)
-        batch = task_batch("omniglot-5w1s-q15-mb32", device, seed=1)[:tasks]
-        batch = type(batch)(*(t.double() if t.is_floating_point() else t for t in (batch.x_support, batch.y_support, batch.x_query, batch.y_query)))
+        batch = task_batch("omniglot-5w1s-q15-mb32", device, seed=1, dtype=torch.float64)[:tasks]
         learner.meta_backward(batch)
         LIBRARIES["reference"][1](canonical, batch.x_support, batch.y_support, batch.x_query, batch.y_query,
                                   steps=v["steps"], lr=INNER_LR, first_order=v["first_order"])
@@ -318,9 +317,20 @@ def _hwm_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _reset_peak_rss() -> float | None:
+    """RSS now (MB), after resetting the kernel's peak-RSS mark (``/proc/self/clear_refs``); None if it cannot."""
+    before = _rss_mb()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return before
+    except OSError:
+        return None
+
+
 def peak_step_memory(step) -> dict:
     """Peak RSS growth of one step in this process: free memory is first returned to the kernel
-    (``malloc_trim``), the kernel's peak-RSS mark reset (``/proc/self/clear_refs``), then one step."""
+    (``malloc_trim``), the kernel's peak-RSS mark reset, then one step."""
     import ctypes
 
     gc.collect()
@@ -328,15 +338,9 @@ def peak_step_memory(step) -> dict:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-    before = _rss_mb()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        reset = True
-    except OSError:
-        reset = False
+    before = _reset_peak_rss()
     step()
-    if not reset:
+    if before is None:
         return dict(peak_rss_mb=None, memory_error="cannot reset the peak-RSS mark (/proc/self/clear_refs)")
     return dict(peak_rss_mb=round(_hwm_mb() - before, 1), base_rss_mb=round(before, 1), peak_mem_kind="peak RSS growth of one (warm-up) step, in-process after malloc_trim")
 
@@ -347,17 +351,11 @@ def probe_memory(args) -> None:
     workload, variant, impl = args.workloads[0], args.variants[0], args.impls[0]
     batch = task_batch(workload, device)  # random images: no dataset loading in the measured process
     step = make_step(impl, workload, variant, batch, device)
-    before = _rss_mb()
-    try:  # reset the kernel's peak-RSS mark, so that setup does not count
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        reset = True
-    except OSError:
-        reset = False
+    reset = _reset_peak_rss()  # so that setup does not count
+    before = _rss_mb() if reset is None else reset
     for _ in range(args.memory_steps):
         step()
-    peak = _hwm_mb()
-    print(json.dumps(dict(peak_rss_mb=round(peak - before, 1), base_rss_mb=round(before, 1), hwm_reset=reset,
+    print(json.dumps(dict(peak_rss_mb=round(_hwm_mb() - before, 1), base_rss_mb=round(before, 1), hwm_reset=reset is not None,
                           peak_mem_kind="peak RSS growth, fresh subprocess")))
 
 
@@ -403,12 +401,8 @@ def time_evaluation(pooling: str, batch, device: torch.device, steps: int) -> di
     sync(device)
     seconds = time.perf_counter() - t0
     return dict(total_s=seconds, tasks=len(batch), tasks_per_s=len(batch) / seconds,
-                engine=_evaluation_engine(learner, batch), curve_shape=list(curve.losses.shape))
-
-
-def _evaluation_engine(learner, batch) -> str:
-    adaptation, queries = learner._evaluation_engines(batch)
-    return f"adaptation {'vmap' if adaptation else 'per task'}, query passes {'vmap' if queries else 'per task'}"
+                engine=f"adaptation vmap, query passes {learner._engine(batch).value}",  # engine=auto
+                curve_shape=list(curve.losses.shape))
 
 
 # ----------------------------------------------------------------------------------------------- main

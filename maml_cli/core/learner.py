@@ -154,15 +154,14 @@ class MetaLearner(nn.Module):
         try:
             tensors = self._detached_tensors()
             frozen = {n: t for n, t in _part(tensors, "model.").items() if n not in self.adapted_names}
-            score = partial(self._task_scores, frozen=frozen)
+            vectorise_adaptation = self.inner.engine is not Engine.loop
+            adapt = partial(self._task_path, tensors=tensors, steps=steps, lr=lr, functional=vectorise_adaptation)
+            adapt = _per_task(adapt, vectorise_adaptation)
+            score = _per_task(partial(self._task_scores, frozen=frozen), self._engine(batch) is Engine.vmap)
             curves = []
             for chunk in batch.chunks(self.inner.eval_chunk):
-                vectorise_adaptation, vectorise_scores = self._evaluation_engines(chunk)
-                adapt = partial(self._task_path, tensors=tensors, steps=steps, lr=lr, functional=vectorise_adaptation)
-                path, buffers = _per_task(adapt, vectorise_adaptation)(
-                    self._task_buffers(len(chunk)), chunk.x_support, chunk.y_support
-                )
-                curves.append(_per_task(score, vectorise_scores)(path, buffers, chunk.x_query, chunk.y_query))
+                path, buffers = adapt(self._task_buffers(len(chunk)), chunk.x_support, chunk.y_support)
+                curves.append(score(path, buffers, chunk.x_query, chunk.y_query))
         finally:
             self._set_eval_mode(False)
         losses = torch.cat([c[0] for c in curves])
@@ -196,7 +195,9 @@ class MetaLearner(nn.Module):
                    functional):
         """Meta-loss of one task and what to log, as a pure function of the meta-parameters."""
         tensors = {**consts, **meta}
-        path, support_losses, buffers = self._adapt(tensors, buffers, x_s, y_s, steps, first_order, None, functional)
+        path, support_losses, buffers = self._adapt(
+            tensors, buffers, x_s, y_s, steps, first_order, functional=functional
+        )
         scored = [steps] if weights is None else range(1, steps + 1)
         outputs = {}
         for s in scored:
@@ -304,13 +305,6 @@ class MetaLearner(nn.Module):
         """Per-step statistics are used at evaluation; transductive BatchNorm always uses the batch's."""
         use_running = evaluating and self.inner.batchnorm is BatchNormPolicy.per_step
         self.model.train(not use_running)
-
-    def _evaluation_engines(self, chunk: TaskBatch) -> tuple[bool, bool]:
-        """Whether to vectorise (adaptation, query passes) of an evaluation chunk."""
-        if self.inner.engine is Engine.auto:
-            return True, chunk.x_query.device.type != "cpu"
-        vectorise = self.inner.engine is Engine.vmap
-        return vectorise, vectorise
 
     def _engine(self, batch: TaskBatch) -> Engine:
         if self.inner.engine is Engine.auto:
