@@ -18,12 +18,14 @@ from torch.func import functional_call, grad, grad_and_value, vmap
 
 from maml_cli.core.config import AdaptScope, BatchNormPolicy, Engine, InnerLoopConfig
 from maml_cli.core.inner_lr import InnerLearningRates
+from maml_cli.core.threads import map_task_slices
 from maml_cli.data.tasks import TaskBatch
 from maml_cli.errors import MamlError
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 LOSSES: dict[str, LossFn] = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
 Params = dict[str, Tensor]
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
 @dataclass
@@ -95,27 +97,25 @@ class MetaLearner(nn.Module):
         first_order = self.inner.first_order or iteration < self.inner.first_order_iterations
         weights = self.multi_step_weights(iteration)
         meta, consts = self._split_parameters()
-        vectorise = self._engine(batch) is Engine.vmap
-        task = partial(self._task_loss, consts=consts, steps=self.inner.steps, first_order=first_order, weights=weights,
-                       functional=vectorise)
+        engine = self._engine(batch)
+        task = dict(consts=consts, steps=self.inner.steps, first_order=first_order, weights=weights,
+                    functional=engine is Engine.vmap)
         buffers = self._task_buffers(len(batch))
-        if vectorise:
+        if engine is Engine.vmap:
             # torch.func.grad differentiates its own inputs: given the parameters themselves, it would
             # also record an outer autograd graph, and the gradients would hold it (and leak through it).
             detached = {n: p.detach() for n, p in meta.items()}
-            grads, aux = vmap(grad(task, has_aux=True), in_dims=(None, 0, 0, 0, 0, 0), randomness="different")(
-                detached, buffers, *_fields(batch)
-            )
-            for name, g in grads.items():
-                p = meta[name]
-                p.grad = g.mean(0) if p.grad is None else p.grad + g.mean(0)
+            grads, aux = vmap(grad(partial(self._task_loss, **task), has_aux=True), in_dims=(None, 0, 0, 0, 0, 0),
+                              randomness="different")(detached, buffers, *_fields(batch))
+            grads = {n: g.mean(0) for n, g in grads.items()}
         else:
-            auxes = []
-            for i in range(len(batch)):
-                loss, aux = task(meta, *_index((buffers, *_fields(batch)), i))
-                (loss / len(batch)).backward()
-                auxes.append(aux)
-            aux = _stack(auxes)
+            sum_slice = partial(MetaLearner._meta_gradient_sum, meta=meta, tasks=(buffers, *_fields(batch)), **task)
+            parts = map_task_slices(self, sum_slice, len(batch), _workers(engine))
+            grads = _sum([sums for sums, _ in parts])
+            aux = _stack([a for _, auxes in parts for a in auxes])
+        for name, g in grads.items():
+            p = meta[name]
+            p.grad = g if p.grad is None else p.grad + g
         self._store_step_buffers(aux.pop("buffers"))
         return StepStats(
             loss=aux["loss"].mean(),
@@ -143,25 +143,27 @@ class MetaLearner(nn.Module):
     def evaluate(self, batch: TaskBatch, steps: int | None = None, lr: float | None = None) -> AdaptationCurve:
         """Adapt every task of ``batch`` for ``steps`` (default ``eval_steps``) and record the curve.
 
-        Tasks go in chunks of ``eval_chunk``. A chunk's adaptation is vectorised (vmap) unless
-        ``engine=loop``: support sets are small, so one batched pass beats many tiny ones. The query
-        passes after each step are vectorised with ``engine=vmap``, and with ``auto`` on CUDA; on CPU
-        ``auto`` scores task by task, as batched query activations outgrow the cache. ``lr``
-        overrides α with a fixed scalar. Meta-parameters and BatchNorm statistics are left untouched.
+        Tasks go in chunks of ``eval_chunk``. With ``engine=auto`` a chunk's adaptation is vectorised
+        (vmap): support sets are small, so one batched pass beats many tiny ones; the query passes after
+        each step are vectorised on CUDA and run task by task on CPU threads (batched query activations
+        outgrow the cache). Any other engine does both its way. ``lr`` overrides α with a fixed scalar.
+        Meta-parameters and BatchNorm statistics are left untouched.
         """
         steps = self.inner.eval_steps if steps is None else steps
+        adapting = Engine.vmap if self.inner.engine is Engine.auto else self.inner.engine
+        scoring = self._engine(batch)
         self._set_eval_mode(True)
         try:
             tensors = self._detached_tensors()
             frozen = {n: t for n, t in _part(tensors, "model.").items() if n not in self.adapted_names}
-            vectorise_adaptation = self.inner.engine is not Engine.loop
-            adapt = partial(self._task_path, tensors=tensors, steps=steps, lr=lr, functional=vectorise_adaptation)
-            adapt = _per_task(adapt, vectorise_adaptation)
-            score = _per_task(partial(self._task_scores, frozen=frozen), self._engine(batch) is Engine.vmap)
+            adapt = partial(MetaLearner._task_path, tensors=tensors, steps=steps, lr=lr,
+                            functional=adapting is Engine.vmap)
+            score = partial(MetaLearner._task_scores, frozen=frozen)
             curves = []
             for chunk in batch.chunks(self.inner.eval_chunk):
-                path, buffers = adapt(self._task_buffers(len(chunk)), chunk.x_support, chunk.y_support)
-                curves.append(score(path, buffers, chunk.x_query, chunk.y_query))
+                path, buffers = self._map_tasks(adapt, adapting, self._task_buffers(len(chunk)), chunk.x_support,
+                                                chunk.y_support)
+                curves.append(self._map_tasks(score, scoring, path, buffers, chunk.x_query, chunk.y_query))
         finally:
             self._set_eval_mode(False)
         losses = torch.cat([c[0] for c in curves])
@@ -216,6 +218,18 @@ class MetaLearner(nn.Module):
         if self.classification:
             aux["query_accuracy"] = _accuracy(outputs[steps], y_q)
         return loss, aux
+
+    def _meta_gradient_sum(self, indices: range, *, meta: Params, tasks, **task) -> tuple[Params, list]:
+        """Σ over the tasks ``indices`` of ``tasks`` of their meta-gradients (of loss / number of tasks), and
+        their logs; parameters no task used get no entry (as ``.backward`` leaves their ``.grad`` unset)."""
+        names, count = list(meta), next(_leaves(tasks)).shape[0]
+        sums, auxes = {}, []
+        for i in indices:
+            loss, aux = self._task_loss(meta, *_index(tasks, i), **task)
+            grads = torch.autograd.grad(loss / count, [meta[n] for n in names], allow_unused=True)
+            sums = _sum([sums, {n: g for n, g in zip(names, grads) if g is not None}])
+            auxes.append(aux)
+        return sums, auxes
 
     def _task_path(self, buffers, x_s, y_s, *, tensors, steps, lr, functional):
         """One task's adapted parameters after 0..steps inner steps (no meta-gradient), and its buffers."""
@@ -306,10 +320,26 @@ class MetaLearner(nn.Module):
         use_running = evaluating and self.inner.batchnorm is BatchNormPolicy.per_step
         self.model.train(not use_running)
 
+    def _map_tasks(self, fn: Callable, engine: Engine, *tasks):
+        """``fn(learner, *task_i)`` for every task ``i`` of the nest ``tasks``, stacked: vectorised by vmap, or
+        task by task (on CPU threads with ``engine=threads``)."""
+        if engine is Engine.vmap:
+            return vmap(partial(fn, self), randomness="different")(*tasks)
+
+        def run(learner: MetaLearner, indices: range) -> list:
+            return [fn(learner, *_index(tasks, i)) for i in indices]
+
+        parts = map_task_slices(self, run, next(_leaves(tasks)).shape[0], _workers(engine))
+        return _stack([result for part in parts for result in part])
+
     def _engine(self, batch: TaskBatch) -> Engine:
-        if self.inner.engine is Engine.auto:
-            return Engine.loop if batch.x_support.device.type == "cpu" else Engine.vmap
-        return self.inner.engine
+        """The engine of meta-training (and of evaluation's query passes) for ``batch``."""
+        if self.inner.engine is not Engine.auto:
+            return self.inner.engine
+        if batch.x_support.device.type != "cpu":
+            return Engine.vmap
+        # Threads draw from one random generator in no fixed order: models that draw stay reproducible in a loop.
+        return Engine.loop if any(isinstance(m, _DROPOUT) for m in self.model.modules()) else Engine.threads
 
 
 class _BufferSet(nn.Module):
@@ -352,16 +382,17 @@ def _grad_and_value(fn: Callable, inputs: Params, create_graph: bool, functional
     return dict(zip(leaves, grads)), (value, aux)
 
 
-def _per_task(fn: Callable, vectorise: bool) -> Callable:
-    """``fn`` mapped over the leading (task) dimension of its arguments: by vmap, or task by task."""
-    if vectorise:
-        return vmap(fn, randomness="different")
+def _workers(engine: Engine) -> int:
+    return torch.get_num_threads() if engine is Engine.threads else 1
 
-    def each(*args):
-        tasks = next(_leaves(args)).shape[0]
-        return _stack([fn(*_index(args, i)) for i in range(tasks)])
 
-    return each
+def _sum(trees: list[Params]) -> Params:
+    """Entry-wise sum of dicts of tensors, in list order (a key missing from a dict counts as zero)."""
+    out: Params = {}
+    for tree in trees:
+        for name, t in tree.items():
+            out[name] = t if name not in out else out[name] + t
+    return out
 
 
 def _leaves(tree):

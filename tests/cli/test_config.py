@@ -42,7 +42,7 @@ def test_dataset_selects_its_model_and_defaults(tmp_path):
         ("algorithm.lr=0", "algorithm.lr=0.0 is out of range: it must be > 0.0"),
         ("optimizer.lr=-1", "optimizer.lr=-1.0 is out of range: it must be > 0.0"),
         ("algorithm.steps=-1", "algorithm.steps=-1 is out of range: it must be >= 0"),
-        ("algorithm.engine=fast", "Invalid value 'fast', expected one of [auto, loop, vmap]"),
+        ("algorithm.engine=fast", "Invalid value 'fast', expected one of [auto, loop, threads, vmap]"),
         ("dataset.ways=10", "dataset.ways=10 contradicts ways=5: set ways=10 instead"),
         ("device=gpu", "device='gpu' is not valid"),
     ],

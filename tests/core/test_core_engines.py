@@ -1,4 +1,5 @@
-"""The vectorised engine (vmap(grad(task))) computes exactly what the per-task loop computes.
+"""The vectorised engine (vmap(grad(task))) and the threaded one (tasks side by side on CPU threads)
+compute exactly what the per-task loop computes.
 
 Note on a known torch.func trap: differentiating *through* vmap of a function that contains an inner
 torch.func.grad through native F.batch_norm(training=True) — grad(vmap(f)) — gives wrong second-order
@@ -8,10 +9,12 @@ check it against the loop engine and against finite differences.
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 
 import pytest
 import torch
 
+from maml_cli.core import Engine
 from core_helpers import (
     single_thread,  # noqa: F401 (autouse fixture)
     DTYPE,
@@ -45,16 +48,29 @@ def _model(variant: str):
     return conv_net(track_running_stats="per_step" in variant or variant == "everything")
 
 
+@contextmanager
+def cpu_threads(count: int):
+    """``count`` intra-op threads (the threads engine runs that many tasks at once), restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _run(variant: str, engine: str, iteration: int = 3):
     maml = learner(_model(variant), engine=engine, **VARIANTS[variant])
-    stats = maml.meta_backward(classification_batch(tasks=4), iteration)
+    with cpu_threads(3 if engine == "threads" else 1):  # 3 workers for 4 tasks: uneven slices
+        stats = maml.meta_backward(classification_batch(tasks=4), iteration)
     return maml, stats
 
 
+@pytest.mark.parametrize("engine", ["vmap", "threads"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_vmap_engine_equals_loop_engine_in_meta_loss_meta_gradient_and_statistics(variant):
+def test_vmap_and_threads_engines_equal_loop_engine_in_meta_loss_meta_gradient_and_statistics(variant, engine):
     loop, loop_stats = _run(variant, "loop")
-    vec, vec_stats = _run(variant, "vmap")
+    vec, vec_stats = _run(variant, engine)
 
     for field in ("loss", "query_loss", "query_accuracy", "support_losses"):
         torch.testing.assert_close(getattr(vec_stats, field), getattr(loop_stats, field), rtol=1e-10, atol=1e-12)
@@ -90,9 +106,8 @@ def test_vmap_second_order_gradient_through_batchnorm_matches_loop_and_finite_di
     assert relative_error(fd, grads["vmap"] @ direction) < 1e-6
 
 
-def test_meta_backward_accumulates_into_existing_gradients_in_both_engines():
-    batch = classification_batch()
-    for engine in ("loop", "vmap"):
+def test_meta_backward_accumulates_into_existing_gradients_in_every_engine():
+    for engine in ("loop", "vmap", "threads"):
         maml = learner(mlp(), steps=1, engine=engine)
         batch = classification_batch(shape=(4,))
         maml.meta_backward(batch)
@@ -117,9 +132,28 @@ def test_evaluate_curve_matches_adapt_and_predict_task_by_task():
     assert (curve.losses[:, -1] < curve.losses[:, 0]).all()  # adapting helps on the support-like query
 
 
-@pytest.mark.parametrize("engine", ["loop", "vmap"])
+@pytest.mark.parametrize("engine", ["loop", "vmap", "threads"])
 def test_meta_gradients_are_plain_tensors_that_hold_no_autograd_graph(engine):
     maml = learner(conv_net(), steps=2, engine=engine)
-    maml.meta_backward(classification_batch(tasks=2))
+    with cpu_threads(2):
+        maml.meta_backward(classification_batch(tasks=2))
     grads = [p.grad for p in maml.parameters() if p.requires_grad]
     assert grads and all(g.grad_fn is None and not g.requires_grad for g in grads)
+
+
+def test_threads_engine_is_reproducible_and_leaves_the_thread_settings_as_it_found_them():
+    grads = []
+    for _ in range(2):
+        maml = learner(conv_net(), steps=2, engine="threads")
+        with cpu_threads(2):
+            maml.meta_backward(classification_batch(tasks=5))
+            assert torch.get_num_threads() == 2
+        grads.append(torch.cat([g.flatten() for g in grads_by_name(maml).values()]))
+    assert torch.equal(grads[0], grads[1])  # fixed slices, fixed summation order: bitwise the same
+
+
+def test_auto_engine_threads_tasks_on_cpu_but_loops_for_models_that_draw_random_numbers():
+    batch = classification_batch(tasks=2)
+    assert learner(conv_net(), engine="auto")._engine(batch) is Engine.threads
+    dropout = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.1), torch.nn.Linear(36, 3)).to(DTYPE)
+    assert learner(dropout, engine="auto")._engine(batch) is Engine.loop  # seeded runs stay reproducible
