@@ -1,5 +1,5 @@
-"""Conv4's fast forward (pool before ReLU, folded first conv+BatchNorm, channels-last on CPU) computes
-exactly the canonical network: conv → BatchNorm → ReLU → pool, module by module, in float64 —
+"""Conv4's fast forward (pool before ReLU, folded first conv+BatchNorm, channels-last, max-pooling that
+keeps only its indices on CPU) computes exactly the canonical network: conv → BatchNorm → ReLU → pool, module by module, in float64 —
 outputs, first- and second-order MAML meta-gradients, with both engines."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from maml_cli.core import InnerLoopConfig, MetaLearner
 from maml_cli.data.tasks import TaskBatch
 from maml_cli.models import Conv4
-from maml_cli.models.conv4 import _foldable
+from maml_cli.models.conv4 import _foldable, _MaxPool2x2
 
 DTYPE = torch.float64
 
@@ -95,12 +95,48 @@ def test_meta_gradient_equals_the_plain_autograd_reference(engine, steps, first_
 
 
 def test_evaluate_gives_the_same_curve_task_by_task_vectorised_and_mixed():
-    """loop: all per task; vmap: all vectorised; auto on CPU: vectorised adaptation, per-task query passes."""
+    """loop: all per task; threads: per task, side by side; vmap: all vectorised; auto on CPU: vectorised
+    adaptation, per-task query passes on threads."""
     batch = _batch(tasks=3)
     curves = {}
-    for engine in ("loop", "vmap", "auto"):
-        learner = MetaLearner(model("stride"), inner=InnerLoopConfig(engine=engine, eval_steps=3, eval_chunk=2))
-        curves[engine] = learner.evaluate(batch)
-    for engine in ("vmap", "auto"):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for engine in ("loop", "threads", "vmap", "auto"):
+            learner = MetaLearner(model("max"), inner=InnerLoopConfig(engine=engine, eval_steps=3, eval_chunk=2))
+            curves[engine] = learner.evaluate(batch)
+    finally:
+        torch.set_num_threads(threads)
+    for engine in ("threads", "vmap", "auto"):
         torch.testing.assert_close(curves[engine].losses, curves["loop"].losses, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(curves[engine].accuracies, curves["loop"].accuracies)
+
+
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    return _MaxPool2x2.apply(x)[0]
+
+
+@pytest.mark.parametrize("size", [8, 7])  # an odd size drops the last row and column, as max_pool2d does
+def test_cpu_max_pooling_equals_max_pool2d_to_second_order_and_under_vmap(size):
+    x = torch.randn(3, 2, size, size, dtype=DTYPE, requires_grad=True)
+    torch.testing.assert_close(_pool(x), F.max_pool2d(x, 2), rtol=0, atol=0)
+    torch.autograd.gradcheck(_pool, (x,))
+    torch.autograd.gradgradcheck(_pool, (x,))
+    batched = torch.randn(4, 3, 2, size, size, dtype=DTYPE)
+    weights = torch.randn(2, 2, 3, 3, dtype=DTYPE)
+
+    def second_order(w, pool, images):  # ∇w of a loss through one inner gradient step: a double backward
+        loss = lambda w: pool(torch.tanh(F.conv2d(images, w, padding=1))).square().sum()  # noqa: E731
+        return torch.func.grad(lambda w: loss(w - 0.1 * torch.func.grad(loss)(w)))(w)
+
+    ours = torch.func.vmap(second_order, in_dims=(None, None, 0))(weights, _pool, batched)
+    native = torch.stack([second_order(weights, lambda h: F.max_pool2d(h, 2), images) for images in batched])
+    torch.testing.assert_close(ours, native, rtol=1e-12, atol=1e-12)
+
+
+def test_cpu_max_pooling_keeps_only_its_indices_for_the_backward_pass():
+    x = torch.randn(4, 8, 16, 16, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        _pool(x * 1)
+    assert [t.dtype for t in saved] == [torch.int64] and saved[0].shape == (4, 8, 8, 8)
