@@ -24,9 +24,10 @@ at 5-way 1-shot 15 queries meta-batch 32 and 20-way 1-shot 15 queries meta-batch
 
 Implementations are timed round-robin in one process (the starting one rotates every round), so that
 machine noise hits them alike; medians (and minima) of ``--steps`` timed steps after ``--warmup``.
-Peak memory: on CPU, each (workload, variant, implementation) runs once more in a fresh subprocess that
-resets the kernel's high-water mark after setup (``/proc/self/clear_refs``) and reports the peak RSS
-growth over ``--memory-steps`` steps; on CUDA, ``torch.cuda.max_memory_allocated`` growth in-process.
+Peak memory: on CPU, the peak RSS growth of each implementation's last warm-up step, after free memory
+is returned to the kernel (``malloc_trim``) and the kernel's high-water mark reset
+(``/proc/self/clear_refs``); ``--memory subprocess`` measures ``--memory-steps`` steps in a fresh
+subprocess instead (after one first step); on CUDA, ``torch.cuda.max_memory_allocated`` growth.
 Also: task sampling per meta-batch on real Omniglot (vs. a meta-step) and the evaluation throughput
 (600 5-way 1-shot tasks, 10 adaptation steps, ``MetaLearner.evaluate``; stride and max-pool Conv4).
 
@@ -241,8 +242,9 @@ def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_
 
     ``higher``/``torchopt`` take part in the first ``warmup + lib_steps`` rounds only (they run the
     reference's kernels; this keeps the default run short). With ``memory="inprocess"`` on CPU, each
-    implementation's warm-up step is also its peak-memory step (``peak_step_memory``); with no
-    warm-up, one more untimed step after the timed ones.
+    implementation's last warm-up step is also its peak-memory step (``peak_step_memory``; the first
+    step of a process also creates thread pools and kernels, once); with no warm-up, one more untimed
+    step after the timed ones.
     """
     fns = {}
     for impl in impls:
@@ -264,8 +266,8 @@ def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_
             if device.type == "cuda":
                 base = torch.cuda.memory_allocated(device)
                 torch.cuda.reset_peak_memory_stats(device)
-            if cpu_memory and round_ == 0 and warmup:
-                peaks[impl] = peak_step_memory(fns[impl])  # the untimed warm-up step, measured
+            if cpu_memory and round_ == warmup - 1:
+                peaks[impl] = peak_step_memory(fns[impl])  # the last untimed warm-up step, measured
                 continue
             sync(device)
             t0, c0 = time.perf_counter(), time.process_time()
@@ -342,21 +344,23 @@ def peak_step_memory(step) -> dict:
     step()
     if before is None:
         return dict(peak_rss_mb=None, memory_error="cannot reset the peak-RSS mark (/proc/self/clear_refs)")
-    return dict(peak_rss_mb=round(_hwm_mb() - before, 1), base_rss_mb=round(before, 1), peak_mem_kind="peak RSS growth of one (warm-up) step, in-process after malloc_trim")
+    return dict(peak_rss_mb=round(_hwm_mb() - before, 1), base_rss_mb=round(before, 1), peak_mem_kind="peak RSS growth of one (the last warm-up) step, in-process after malloc_trim")
 
 
 def probe_memory(args) -> None:
-    """(Subprocess) peak RSS growth of ``--memory-steps`` steps of one implementation, as JSON."""
+    """(Subprocess) peak RSS growth of ``--memory-steps`` steps of one implementation after one more, as JSON."""
     device = torch.device(args.device)
     workload, variant, impl = args.workloads[0], args.variants[0], args.impls[0]
     batch = task_batch(workload, device)  # random images: no dataset loading in the measured process
     step = make_step(impl, workload, variant, batch, device)
+    step()  # a process's first step also creates thread pools and kernels, once: not counted
+    gc.collect()
     reset = _reset_peak_rss()  # so that setup does not count
     before = _rss_mb() if reset is None else reset
     for _ in range(args.memory_steps):
         step()
     print(json.dumps(dict(peak_rss_mb=round(_hwm_mb() - before, 1), base_rss_mb=round(before, 1), hwm_reset=reset is not None,
-                          peak_mem_kind="peak RSS growth, fresh subprocess")))
+                          peak_mem_kind="peak RSS growth after a first step, fresh subprocess")))
 
 
 def measure_memory(workload, variant, impl, args) -> dict:
@@ -414,13 +418,13 @@ def parse(argv=None):
     p.add_argument("--lib-workloads", default="5w", help="workloads on which higher/torchopt run ('all' for every one)")
     p.add_argument("--lib-variants", default="A", help="variants on which higher/torchopt run (comma list)")
     p.add_argument("--steps", type=int, default=10, help="timed meta-steps per implementation (median reported)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed meta-steps per implementation first")
+    p.add_argument("--warmup", type=int, default=2, help="untimed meta-steps per implementation first")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--malloc", choices=("tuned", "default"), default="tuned", help="glibc allocator setting (process-wide)")
     p.add_argument("--lib-steps", type=int, default=3, help="timed steps of higher/torchopt (they run the reference's kernels)")
     p.add_argument("--memory", choices=("inprocess", "subprocess", "none"), default="inprocess",
-                   help="CPU peak memory: one extra step in-process after malloc_trim (fast), or a fresh subprocess each")
+                   help="CPU peak memory: the last warm-up step in-process after malloc_trim (fast), or a fresh subprocess each")
     p.add_argument("--memory-steps", type=int, default=1, help="steps of each fresh-subprocess memory probe")
     p.add_argument("--no-memory", action="store_true", help="same as --memory none")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation throughput")
