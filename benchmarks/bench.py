@@ -418,7 +418,7 @@ def parse(argv=None):
     p.add_argument("--lib-workloads", default="5w", help="workloads on which higher/torchopt run ('all' for every one)")
     p.add_argument("--lib-variants", default="A", help="variants on which higher/torchopt run (comma list)")
     p.add_argument("--steps", type=int, default=10, help="timed meta-steps per implementation (median reported)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed meta-steps per implementation first")
+    p.add_argument("--warmup", type=int, default=1, help="untimed meta-steps per implementation first")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--malloc", choices=("tuned", "default"), default="tuned", help="glibc allocator setting (process-wide)")

@@ -25,7 +25,7 @@ class BatchNormPolicy(str, Enum):
 
 
 class Engine(str, Enum):
-    auto = "auto"  # threads on CPU (loop for models with dropout), vmap on accelerators
+    auto = "auto"  # threads on CPU (loop for large tasks and models with dropout), vmap on accelerators
     loop = "loop"  # one task at a time, gradients accumulated (flat memory)
     threads = "threads"  # one task at a time per CPU thread, each with one intra-op thread
     vmap = "vmap"  # all tasks of a meta-batch at once with torch.func.vmap

@@ -25,6 +25,7 @@ from maml_cli.errors import MamlError
 LossFn = Callable[[Tensor, Tensor], Tensor]
 LOSSES: dict[str, LossFn] = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
 Params = dict[str, Tensor]
+THREADED_TASK_VALUES = 2**17  # engine=auto on CPU threads tasks whose inputs hold at most this many values
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
@@ -339,7 +340,10 @@ class MetaLearner(nn.Module):
         if batch.x_support.device.type != "cpu":
             return Engine.vmap
         # Threads draw from one random generator in no fixed order: models that draw stay reproducible in a loop.
-        return Engine.loop if any(isinstance(m, _DROPOUT) for m in self.model.modules()) else Engine.threads
+        # Large tasks keep both threads busy by themselves, and side by side they would double the memory.
+        small = batch.x_support[0].numel() + batch.x_query[0].numel() <= THREADED_TASK_VALUES
+        random = any(isinstance(m, _DROPOUT) for m in self.model.modules())
+        return Engine.threads if small and not random else Engine.loop
 
 
 class _BufferSet(nn.Module):

@@ -152,8 +152,10 @@ def test_threads_engine_is_reproducible_and_leaves_the_thread_settings_as_it_fou
     assert torch.equal(grads[0], grads[1])  # fixed slices, fixed summation order: bitwise the same
 
 
-def test_auto_engine_threads_tasks_on_cpu_but_loops_for_models_that_draw_random_numbers():
+def test_auto_engine_threads_small_tasks_on_cpu_but_loops_for_large_tasks_and_random_models():
     batch = classification_batch(tasks=2)
     assert learner(conv_net(), engine="auto")._engine(batch) is Engine.threads
+    large = classification_batch(tasks=2, ways=20, shots=1, queries=15, shape=(1, 28, 28))  # Omniglot 20w1s: 250,880
+    assert learner(conv_net(), engine="auto")._engine(large) is Engine.loop  # side by side: twice the memory
     dropout = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.1), torch.nn.Linear(36, 3)).to(DTYPE)
     assert learner(dropout, engine="auto")._engine(batch) is Engine.loop  # seeded runs stay reproducible
