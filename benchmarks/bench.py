@@ -14,7 +14,7 @@ at 5-way 1-shot 15 queries meta-batch 32 and 20-way 1-shot 15 queries meta-batch
 * ``higher``, ``torchopt``: the same workload through those libraries, when installed (``make bench``
   installs them; by default on 5w variant A for ``--lib-steps`` steps: they run the reference's kernels);
 * ``maml_cli-vmap``, ``maml_cli-loop`` (on request): ``engine=vmap`` / ``engine=loop``, to document
-  the ``engine=auto`` choice (loop on CPU, vmap on CUDA);
+  the ``engine=auto`` choice (on CPU threads for small tasks, else loop; vmap on CUDA);
 * ``maml_cli-graph`` (CUDA, on request): ``maml_cli``'s whole step (meta-gradient and a capturable
   Adam step) captured once in a CUDA graph and replayed: what is left when no kernel launch costs
   host time.

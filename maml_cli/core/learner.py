@@ -77,6 +77,8 @@ class MetaLearner(nn.Module):
         if not trainable:
             raise MamlError("the model has no trainable parameters to adapt in the inner loop")
         self.adapted_names = tuple(trainable)
+        # Threads draw from one random generator in no fixed order: models that draw stay reproducible in a loop.
+        self._draws_random_numbers = any(isinstance(m, _DROPOUT) for m in model.modules())
         self.inner_lr = InnerLearningRates(
             trainable,
             self.inner.lr,
@@ -339,11 +341,9 @@ class MetaLearner(nn.Module):
             return self.inner.engine
         if batch.x_support.device.type != "cpu":
             return Engine.vmap
-        # Threads draw from one random generator in no fixed order: models that draw stay reproducible in a loop.
         # Large tasks keep both threads busy by themselves, and side by side they would double the memory.
         small = batch.x_support[0].numel() + batch.x_query[0].numel() <= THREADED_TASK_VALUES
-        random = any(isinstance(m, _DROPOUT) for m in self.model.modules())
-        return Engine.threads if small and not random else Engine.loop
+        return Engine.threads if small and not self._draws_random_numbers else Engine.loop
 
 
 class _BufferSet(nn.Module):
