@@ -60,20 +60,23 @@ class Conv4(nn.Module):
           of the input's patches with per-batch folded weights (``_conv_bn_folded``): the largest
           activation of the network is produced once, never normalised in a second pass, and comes out
           channels-last, so the rest of the network runs channels-last (oneDNN convolutions and
-          max-pooling vectorise over the channels; NCHW max-pooling is ~3× slower on CPU);
+          max-pooling vectorise over the channels; NCHW max-pooling is ~3× slower on CPU); with
+          max-pooling, that product is pooled a few images at a time (``_MatmulMaxPool2x2``), so the
+          largest activation and its gradient never exist whole;
         * on CPU, max-pooling keeps only its indices for the backward pass (``_MaxPool2x2``), not its input
           (a quarter less activation memory per task).
         """
         cpu = x.device.type == "cpu"
+        pool = self.pooling is Pooling.max
         h = x
         for index, block in enumerate(self.features):
             conv, bn = block[0], block[1]
             if cpu and index == 0 and _foldable(conv, bn, x):
-                h = _conv_bn_folded(h, conv, bn)
+                h = _conv_bn_folded(h, conv, bn, pool)
             else:
                 h = bn(conv(h))
-            if self.pooling is Pooling.max:
-                h = _MaxPool2x2.apply(h)[0] if cpu else F.max_pool2d(h, 2)
+                if pool:
+                    h = _MaxPool2x2.apply(h)[0] if cpu else F.max_pool2d(h, 2)
             h = F.relu(h)
         h = h.mean((-2, -1)) if self.pooling is Pooling.stride else torch.flatten(h, 1)
         return self.head(h)
@@ -89,8 +92,9 @@ def _foldable(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: Tensor) -> bool:
     )
 
 
-def _conv_bn_folded(x: Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> Tensor:
-    """``bn(conv(x))`` with batch statistics, as one matrix product, channels-last.
+def _conv_bn_folded(x: Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, pool: bool = False) -> Tensor:
+    """``bn(conv(x))`` with batch statistics, as one matrix product, channels-last (then 2×2
+    max-pooled if ``pool``).
 
     With ``P`` the matrix of the patches of ``x`` (one row per output pixel), ``conv(x)[:, c] = P w_c + b_c``.
     The batch mean of channel ``c`` is ``μ·w_c + b_c`` and its (biased) variance ``w_cᵀ Σ w_c``, ``μ`` and
@@ -115,8 +119,62 @@ def _conv_bn_folded(x: Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> Tensor:
     bias = bn.bias - (weight @ mean) * scale  # the convolution's own bias cancels, as in BatchNorm
     if conv.bias is not None:
         bias = bias + 0 * conv.bias  # kept in the graph: its gradient is exactly zero, as it should be
-    out = patches @ torch.cat([weight * scale[:, None], bias[:, None]], 1).T  # one GEMM writes the output once
-    return out.view(n, height, width, conv.out_channels).permute(0, 3, 1, 2)
+    folded = torch.cat([weight * scale[:, None], bias[:, None]], 1)
+    if pool:
+        return _MatmulMaxPool2x2.apply(patches, folded, height, width)[0]
+    return _images(patches @ folded.T, height, width)  # one GEMM writes the output once
+
+
+def _images(rows: Tensor, height: int, width: int) -> Tensor:
+    """Rows (one per pixel, image by image) as [images, channels, height, width], channels-last."""
+    return rows.view(-1, height, width, rows.shape[-1]).permute(0, 3, 1, 2)
+
+
+class _MatmulMaxPool2x2(torch.autograd.Function):
+    """``max_pool2d(_images(rows @ weight.T), 2, return_indices=True)``, computed ``_chunk`` images at a time.
+
+    The product is the network's largest activation (and its gradient the backward pass's largest
+    tensor): here only a chunk of it exists at once. Saves the rows, the weight and the pooling's
+    indices; the backward pass unpools and multiplies chunk by chunk with differentiable operations, so
+    it is differentiable again (second-order MAML), and ``torch.func`` transforms it.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(rows: Tensor, weight: Tensor, height: int, width: int):
+        chunks = [
+            F.max_pool2d(_images(r @ weight.T, height, width), 2, return_indices=True)
+            for r in rows.split(_chunk(weight.shape[0], height, width) * height * width)
+        ]
+        return chunks[0] if len(chunks) == 1 else tuple(torch.cat(parts) for parts in zip(*chunks))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        rows, weight, height, width = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(rows, weight, output[1])
+        ctx.size = (height, width)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, _):
+        rows, weight, indices = ctx.saved_tensors
+        images = _chunk(weight.shape[0], *ctx.size)
+        grad_rows, grad_weights = [], []
+        for g, i, r in zip(grad.split(images), indices.split(images), rows.split(images * ctx.size[0] * ctx.size[1])):
+            dense = _MaxUnpool2x2.apply(g, i, ctx.size).permute(0, 2, 3, 1).reshape(r.shape[0], -1)
+            grad_weights.append(dense.T @ r)
+            if ctx.needs_input_grad[0]:
+                grad_rows.append(dense @ weight)
+        return torch.cat(grad_rows) if grad_rows else None, sum(grad_weights[1:], grad_weights[0]), None, None
+
+
+_CHUNK_BYTES = 4 * 2**20
+
+
+def _chunk(channels: int, height: int, width: int) -> int:
+    """Images per chunk of ``_MatmulMaxPool2x2``: about ``_CHUNK_BYTES`` of float32 activations."""
+    return max(1, _CHUNK_BYTES // (4 * channels * height * width))
 
 
 class _MaxPool2x2(torch.autograd.Function):

@@ -1,5 +1,5 @@
-"""Conv4's fast forward (pool before ReLU, folded first conv+BatchNorm, channels-last, max-pooling that
-keeps only its indices on CPU) computes exactly the canonical network: conv → BatchNorm → ReLU → pool, module by module, in float64 —
+"""Conv4's fast forward (pool before ReLU, folded first conv+BatchNorm pooled a few images at a time,
+channels-last, max-pooling that keeps only its indices on CPU) computes exactly the canonical network: conv → BatchNorm → ReLU → pool, module by module, in float64 —
 outputs, first- and second-order MAML meta-gradients, with both engines."""
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from maml_cli.core import InnerLoopConfig, MetaLearner
 from maml_cli.data.tasks import TaskBatch
 from maml_cli.models import Conv4
-from maml_cli.models.conv4 import _foldable, _MaxPool2x2
+from maml_cli.models import conv4
+from maml_cli.models.conv4 import _foldable, _images, _MatmulMaxPool2x2, _MaxPool2x2
 
 DTYPE = torch.float64
 
@@ -140,3 +141,33 @@ def test_cpu_max_pooling_keeps_only_its_indices_for_the_backward_pass():
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         _pool(x * 1)
     assert [t.dtype for t in saved] == [torch.int64] and saved[0].shape == (4, 8, 8, 8)
+
+
+@pytest.mark.parametrize("size", [8, 7])
+def test_cpu_first_block_pools_its_product_a_chunk_of_images_at_a_time_exactly_to_second_order(size, monkeypatch):
+    monkeypatch.setattr(conv4, "_CHUNK_BYTES", 4 * 3 * size * size * 2)  # 2 images a chunk: 5 images in 3 chunks
+    rows = torch.randn(5 * size * size, 4, dtype=DTYPE, requires_grad=True)
+    weight = torch.randn(3, 4, dtype=DTYPE, requires_grad=True)
+    fused = lambda r, w: _MatmulMaxPool2x2.apply(r, w, size, size)[0]  # noqa: E731
+    native = lambda r, w: F.max_pool2d(_images(r @ w.T, size, size), 2)  # noqa: E731
+    torch.testing.assert_close(fused(rows, weight), native(rows, weight), rtol=0, atol=0)
+    torch.autograd.gradcheck(fused, (rows, weight))
+    torch.autograd.gradgradcheck(fused, (rows, weight))
+
+    def second_order(w, pool, r):  # ∇w of a loss through one inner gradient step: a double backward
+        loss = lambda w: torch.tanh(pool(r, w)).square().sum()  # noqa: E731
+        return torch.func.grad(lambda w: loss(w - 0.1 * torch.func.grad(loss)(w)))(w)
+
+    batched = torch.randn(3, *rows.shape, dtype=DTYPE)
+    ours = torch.func.vmap(second_order, in_dims=(None, None, 0))(weight.detach(), fused, batched)
+    reference = torch.stack([second_order(weight.detach(), native, r) for r in batched])
+    torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_cpu_conv4_never_keeps_a_full_resolution_activation_for_the_backward_pass(monkeypatch):
+    monkeypatch.setattr(conv4, "_CHUNK_BYTES", 4 * 64 * 28 * 28 * 3)  # 3 images a chunk
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        loss = Conv4(5, pooling="max")(torch.randn(10, 1, 28, 28)).square().sum()
+    assert saved and not any(t.dim() == 4 and t.shape[-2:] == (28, 28) for t in saved)  # first block: 28×28
+    loss.backward()
