@@ -24,10 +24,13 @@ at 5-way 1-shot 15 queries meta-batch 32 and 20-way 1-shot 15 queries meta-batch
 
 Implementations are timed round-robin in one process (the starting one rotates every round), so that
 machine noise hits them alike; medians (and minima) of ``--steps`` timed steps after ``--warmup``.
-Peak memory: on CPU, the peak RSS growth of each implementation's last warm-up step, after free memory
-is returned to the kernel (``malloc_trim``) and the kernel's high-water mark reset
-(``/proc/self/clear_refs``); ``--memory subprocess`` measures ``--memory-steps`` steps in a fresh
-subprocess instead (after one first step); on CUDA, ``torch.cuda.max_memory_allocated`` growth.
+Peak memory on CPU, in untimed steps before the timed ones (after each implementation has taken a step
+on two tasks, which creates its thread pools and kernels once): free memory is returned to the kernel
+(``malloc_trim``), the kernel's high-water mark reset (``/proc/self/clear_refs``), then one step; the
+process's peak RSS in it (``peak_rss_mb``, the process's whole footprint) and its growth over the RSS
+before it (``step_growth_mb``, the step's own), medians of ``--memory-samples`` steps on
+``--memory-workloads`` (one step elsewhere); ``--memory subprocess`` measures as many steps in a fresh
+subprocess instead, after a first one; on CUDA, ``torch.cuda.max_memory_allocated`` growth.
 Also: task sampling per meta-batch on real Omniglot (vs. a meta-step) and the evaluation throughput
 (600 5-way 1-shot tasks, 10 adaptation steps, ``MetaLearner.evaluate``; stride and max-pool Conv4).
 
@@ -237,14 +240,13 @@ def sync(device: torch.device) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- timing
-def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_steps=None, memory="inprocess") -> dict[str, dict]:
+def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_steps=None, memory_samples=0) -> dict[str, dict]:
     """Round-robin timing: every round runs each implementation once, starting one further along.
 
-    ``higher``/``torchopt`` take part in the first ``warmup + lib_steps`` rounds only (they run the
-    reference's kernels; this keeps the default run short). With ``memory="inprocess"`` on CPU, each
-    implementation's last warm-up step is also its peak-memory step (``peak_step_memory``; the first
-    step of a process also creates thread pools and kernels, once); with no warm-up, one more untimed
-    step after the timed ones.
+    ``max(warmup, memory_samples)`` untimed rounds come first, the last ``memory_samples`` of them
+    measuring each implementation's memory (``step_memory``). ``higher``/``torchopt`` take part in the
+    last untimed round and ``lib_steps`` timed ones only (they run the reference's kernels; this keeps
+    the default run short).
     """
     fns = {}
     for impl in impls:
@@ -253,21 +255,23 @@ def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_
         except Exception as error:  # an experimental path (a CUDA graph, say) that does not work here
             log(f"    {impl} failed to set up, left out: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
     impls = list(fns)
+    for impl in impls:  # once per process, a step creates thread pools, worker arenas and kernels: not a step's memory
+        make_step(impl, workload, variant, batch[:2], device)()
     libs = {"higher", "torchopt"}
     wall = {impl: [] for impl in impls}
     cpu = {impl: [] for impl in impls}
     peak_cuda = {impl: 0.0 for impl in impls}
-    cpu_memory = device.type == "cpu" and memory == "inprocess"
-    peaks = {}
-    for round_ in range(warmup + steps):
-        active = [i for i in fns if i not in libs or lib_steps is None or round_ < warmup + lib_steps]
+    untimed = max(warmup, memory_samples)
+    memory = {impl: [] for impl in impls}
+    for round_ in range(untimed + steps):
+        active = [i for i in fns if i not in libs or lib_steps is None or untimed - 1 <= round_ < untimed + lib_steps]
         order = active[round_ % len(active):] + active[: round_ % len(active)]
         for impl in order:
             if device.type == "cuda":
                 base = torch.cuda.memory_allocated(device)
                 torch.cuda.reset_peak_memory_stats(device)
-            if cpu_memory and round_ == warmup - 1:
-                peaks[impl] = peak_step_memory(fns[impl])  # the last untimed warm-up step, measured
+            if untimed - memory_samples <= round_ < untimed:
+                memory[impl].append(step_memory(fns[impl]))
                 continue
             sync(device)
             t0, c0 = time.perf_counter(), time.process_time()
@@ -282,7 +286,7 @@ def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_
             t1, c1 = time.perf_counter(), time.process_time()
             if device.type == "cuda":
                 peak_cuda[impl] = max(peak_cuda[impl], (torch.cuda.max_memory_allocated(device) - base) / 2**20)
-            if round_ >= warmup:
+            if round_ >= untimed:
                 wall[impl].append(t1 - t0)
                 cpu[impl].append(c1 - c0)
         in_use = f"  ({torch.cuda.memory_allocated(device) / 2**30:.2f} GiB allocated)" if device.type == "cuda" else ""
@@ -293,8 +297,8 @@ def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_
             median_s=statistics.median(wall[impl]), min_s=min(wall[impl]), cpu_median_s=statistics.median(cpu[impl]),
             timed_steps=len(wall[impl]),
         )
-        if cpu_memory:
-            out[impl].update(peaks[impl] if impl in peaks else peak_step_memory(fns[impl]))
+        if memory[impl]:
+            out[impl].update(_median_memory(memory[impl]))
         if device.type == "cuda":
             out[impl]["peak_mem_mb"] = round(peak_cuda[impl], 1)
             out[impl]["peak_mem_kind"] = "cuda max_memory_allocated growth"
@@ -330,9 +334,9 @@ def _reset_peak_rss() -> float | None:
         return None
 
 
-def peak_step_memory(step) -> dict:
-    """Peak RSS growth of one step in this process: free memory is first returned to the kernel
-    (``malloc_trim``), the kernel's peak-RSS mark reset, then one step."""
+def step_memory(step) -> dict:
+    """One step's memory in this process: free memory is first returned to the kernel (``malloc_trim``)
+    and the kernel's peak-RSS mark reset; then the process's peak RSS during the step, and its growth."""
     import ctypes
 
     gc.collect()
@@ -343,30 +347,35 @@ def peak_step_memory(step) -> dict:
     before = _reset_peak_rss()
     step()
     if before is None:
-        return dict(peak_rss_mb=None, memory_error="cannot reset the peak-RSS mark (/proc/self/clear_refs)")
-    return dict(peak_rss_mb=round(_hwm_mb() - before, 1), base_rss_mb=round(before, 1), peak_mem_kind="peak RSS growth of one (the last warm-up) step, in-process after malloc_trim")
+        return dict(memory_error="cannot reset the peak-RSS mark (/proc/self/clear_refs)")
+    peak = _hwm_mb()
+    return dict(peak_rss_mb=peak, step_growth_mb=peak - before, base_rss_mb=before)
+
+
+def _median_memory(samples: list[dict]) -> dict:
+    """The medians of ``step_memory`` samples (with the growth of each), or the first error."""
+    if any("memory_error" in m for m in samples):
+        return next(m for m in samples if "memory_error" in m)
+    medians = {key: round(statistics.median(m[key] for m in samples), 1) for key in samples[0]}
+    return dict(medians, step_growth_samples_mb=[round(m["step_growth_mb"], 1) for m in samples],
+                peak_mem_kind=f"in-process, median of {len(samples)} untimed step(s) after malloc_trim")
 
 
 def probe_memory(args) -> None:
-    """(Subprocess) peak RSS growth of ``--memory-steps`` steps of one implementation after one more, as JSON."""
+    """(Subprocess) ``step_memory`` of ``--memory-samples`` steps of one implementation after a first one, as JSON."""
     device = torch.device(args.device)
     workload, variant, impl = args.workloads[0], args.variants[0], args.impls[0]
     batch = task_batch(workload, device)  # random images: no dataset loading in the measured process
     step = make_step(impl, workload, variant, batch, device)
     step()  # a process's first step also creates thread pools and kernels, once: not counted
-    gc.collect()
-    reset = _reset_peak_rss()  # so that setup does not count
-    before = _rss_mb() if reset is None else reset
-    for _ in range(args.memory_steps):
-        step()
-    print(json.dumps(dict(peak_rss_mb=round(_hwm_mb() - before, 1), base_rss_mb=round(before, 1), hwm_reset=reset is not None,
-                          peak_mem_kind="peak RSS growth after a first step, fresh subprocess")))
+    memory = _median_memory([step_memory(step) for _ in range(args.memory_samples)])
+    print(json.dumps(dict(memory, peak_mem_kind=f"fresh subprocess, median of {args.memory_samples} step(s) after a first")))
 
 
-def measure_memory(workload, variant, impl, args) -> dict:
+def measure_memory(workload, variant, impl, args, samples: int) -> dict:
     cmd = [
         sys.executable, str(Path(__file__).resolve()), "--probe-memory", "--workloads", workload, "--variants", variant,
-        "--impls", impl, "--device", args.device, "--memory-steps", str(args.memory_steps), "--malloc", args.malloc,
+        "--impls", impl, "--device", args.device, "--memory-samples", str(samples), "--malloc", args.malloc,
     ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
@@ -424,8 +433,9 @@ def parse(argv=None):
     p.add_argument("--malloc", choices=("tuned", "default"), default="tuned", help="glibc allocator setting (process-wide)")
     p.add_argument("--lib-steps", type=int, default=3, help="timed steps of higher/torchopt (they run the reference's kernels)")
     p.add_argument("--memory", choices=("inprocess", "subprocess", "none"), default="inprocess",
-                   help="CPU peak memory: the last warm-up step in-process after malloc_trim (fast), or a fresh subprocess each")
-    p.add_argument("--memory-steps", type=int, default=1, help="steps of each fresh-subprocess memory probe")
+                   help="CPU memory: untimed steps in-process after malloc_trim (fast), or a fresh subprocess each")
+    p.add_argument("--memory-samples", type=int, default=3, help="in-process memory steps (median) on --memory-workloads")
+    p.add_argument("--memory-workloads", default="5w", help="workloads with --memory-samples memory steps (one elsewhere; 'all')")
     p.add_argument("--no-memory", action="store_true", help="same as --memory none")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation throughput")
     p.add_argument("--no-sampling", action="store_true", help="skip the task-sampling timing")
@@ -442,13 +452,17 @@ def parse(argv=None):
     args.variants = [v.strip().upper() for v in args.variants.split(",") if v]
     args.impls = [i.strip() for i in args.impls.split(",") if i]
     args.lib_variants = [v.strip().upper() for v in args.lib_variants.split(",") if v]
-    libs = args.lib_workloads.split(",")
-    args.lib_workloads = list(WORKLOADS) if "all" in libs else [ALIASES.get(w, w) for w in libs if w]
+    args.lib_workloads = _workloads(args.lib_workloads)
+    args.memory_workloads = _workloads(args.memory_workloads)
     for name, values, known in (("workload", args.workloads, WORKLOADS), ("variant", args.variants, VARIANTS), ("impl", args.impls, IMPLS)):
         unknown = [x for x in values if x not in known]
         if unknown:
             p.error(f"unknown {name}(s) {unknown}; choose from {', '.join(known)}")
     return args
+
+
+def _workloads(names: str) -> list[str]:
+    return list(WORKLOADS) if "all" in names.split(",") else [ALIASES.get(w, w) for w in names.split(",") if w]
 
 
 def main(argv=None) -> int:
@@ -493,26 +507,29 @@ def main(argv=None) -> int:
     dataset = None if args.no_sampling and args.no_eval else omniglot()
     for workload in args.workloads:
         batch = task_batch(workload, device, dataset)
+        samples = args.memory_samples if workload in args.memory_workloads else 1
         for variant in args.variants:
             with_libs = workload in args.lib_workloads and variant in args.lib_variants
             here = [i for i in impls if i not in ("higher", "torchopt") or with_libs]
             log(f"[{workload} {variant}] timing {', '.join(here)}")
-            timings = time_steps(workload, variant, here, batch, device, args.steps, args.warmup, log, args.lib_steps, args.memory)
+            inprocess = samples if device.type == "cpu" and args.memory == "inprocess" else 0
+            timings = time_steps(workload, variant, here, batch, device, args.steps, args.warmup, log, args.lib_steps, inprocess)
             ref = timings.get("reference", {}).get("median_s")
             for impl in timings:
                 rec = dict(workload=workload, variant=variant, impl=impl, **timings[impl], device=device.type, threads=threads,
                            data="omniglot" if dataset is not None else "random")
                 rec["ratio_reference_over_this"] = ref / rec["median_s"] if ref else None
                 if device.type == "cpu" and args.memory == "subprocess":
-                    mem = measure_memory(workload, variant, impl, args)
-                    rec.update({k: v for k, v in mem.items() if k != "hwm_reset"})
+                    rec.update(measure_memory(workload, variant, impl, args, samples))
                 elif device.type == "cuda":
                     rec["peak_rss_mb"] = rec.get("peak_mem_mb")
                 records.append(rec)
-            ref_mem = next((r.get("peak_rss_mb") for r in records if r["workload"] == workload and r["variant"] == variant and r["impl"] == "reference"), None)
+            ref = next((r for r in records if r["workload"] == workload and r["variant"] == variant and r["impl"] == "reference"), {})
             for r in records:
-                if r["workload"] == workload and r["variant"] == variant and ref_mem and r.get("peak_rss_mb"):
-                    r["memory_over_reference"] = r["peak_rss_mb"] / ref_mem
+                if r["workload"] == workload and r["variant"] == variant:
+                    for key, ratio in (("peak_rss_mb", "memory_over_reference"), ("step_growth_mb", "growth_over_reference")):
+                        if r.get(key) and ref.get(key):
+                            r[ratio] = r[key] / ref[key]
         if not args.no_sampling and dataset is not None:
             s = time_sampling(workload, dataset)
             ours = next((r["median_s"] for r in records if r["workload"] == workload and r["variant"] == "A" and r["impl"] == "maml_cli"), None)
@@ -559,17 +576,19 @@ def _cpu_name() -> str:
 
 def print_table(records, meta) -> None:
     print(f"\nmeta-training step, {meta['device']}, {meta['threads']} threads, malloc {meta['malloc']}:"
-          " median (min) seconds over timed steps; ref/this = reference median / this median")
-    head = f"{'workload':26s} {'var':3s} {'impl':14s} {'median s':>9s} {'min s':>7s} {'cpu s':>7s} {'ref/this':>8s} {'peak MB':>8s} {'mem/ref':>7s}"
+          " median (min) seconds over timed steps; ref/this = reference median / this median;\n"
+          "step MB = a step's peak RSS growth, peak MB = the process's peak RSS in it (on CUDA: max_memory_allocated growth)")
+    head = (f"{'workload':26s} {'var':3s} {'impl':14s} {'median s':>9s} {'min s':>7s} {'cpu s':>7s} {'ref/this':>8s}"
+            f" {'step MB':>8s} {'/ref':>5s} {'peak MB':>8s} {'/ref':>5s}")
     print(head)
     print("-" * len(head))
+    number = lambda r, key, spec, width: f"{r[key]:{spec}}".rjust(width) if r.get(key) else "-".rjust(width)  # noqa: E731
     for r in records:
         if r["variant"] in VARIANTS and "median_s" in r:
-            ratio = f"{r['ratio_reference_over_this']:.2f}x" if r.get("ratio_reference_over_this") else "-"
-            mem = f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") is not None else "-"
-            memr = f"{r['memory_over_reference']:.2f}" if r.get("memory_over_reference") else "-"
-            print(f"{r['workload']:26s} {r['variant']:3s} {r['impl']:14s} {r['median_s']:9.4f} {r['min_s']:7.4f} {r['cpu_median_s']:7.2f} {ratio:>8s} {mem:>8s} {memr:>7s}"
-                  f"  {1 / r['median_s']:.1f} steps/s")
+            print(f"{r['workload']:26s} {r['variant']:3s} {r['impl']:14s} {r['median_s']:9.4f} {r['min_s']:7.4f} {r['cpu_median_s']:7.2f}"
+                  f" {number(r, 'ratio_reference_over_this', '.2f', 7)}x {number(r, 'step_growth_mb', '.0f', 8)}"
+                  f" {number(r, 'growth_over_reference', '.2f', 5)} {number(r, 'peak_rss_mb', '.0f', 8)}"
+                  f" {number(r, 'memory_over_reference', '.2f', 5)}  {1 / r['median_s']:.1f} steps/s")
     for r in records:
         if r["variant"] == "sampling":
             frac = f", {100 * r['fraction_of_step_A']:.2f}% of maml_cli step A" if r.get("fraction_of_step_A") else ""
