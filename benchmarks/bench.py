@@ -25,7 +25,7 @@ at 5-way 1-shot 15 queries meta-batch 32 and 20-way 1-shot 15 queries meta-batch
 Implementations are timed round-robin in one process (the starting one rotates every round), so that
 machine noise hits them alike; medians (and minima) of ``--steps`` timed steps after ``--warmup``.
 Peak memory on CPU, in untimed steps before the timed ones (after each implementation has taken a step
-on two tasks, which creates its thread pools and kernels once): free memory is returned to the kernel
+on two tasks on the workload's first variant, which creates its thread pools and kernels once): free memory is returned to the kernel
 (``malloc_trim``), the kernel's high-water mark reset (``/proc/self/clear_refs``), then one step; the
 process's peak RSS in it (``peak_rss_mb``, the process's whole footprint) and its growth over the RSS
 before it (``step_growth_mb``, the step's own), medians of ``--memory-samples`` steps on
@@ -240,13 +240,14 @@ def sync(device: torch.device) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- timing
-def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_steps=None, memory_samples=0) -> dict[str, dict]:
+def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_steps=None, memory_samples=0, first=True) -> dict[str, dict]:
     """Round-robin timing: every round runs each implementation once, starting one further along.
 
     ``max(warmup, memory_samples)`` untimed rounds come first, the last ``memory_samples`` of them
     measuring each implementation's memory (``step_memory``). ``higher``/``torchopt`` take part in the
     last untimed round and ``lib_steps`` timed ones only (they run the reference's kernels; this keeps
-    the default run short).
+    the default run short). On a workload's ``first`` variant each implementation first takes a step on
+    two tasks: it creates thread pools, worker arenas and kernels, once, which is not a step's memory.
     """
     fns = {}
     for impl in impls:
@@ -255,7 +256,7 @@ def time_steps(workload, variant, impls, batch, device, steps, warmup, log, lib_
         except Exception as error:  # an experimental path (a CUDA graph, say) that does not work here
             log(f"    {impl} failed to set up, left out: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
     impls = list(fns)
-    for impl in impls:  # once per process, a step creates thread pools, worker arenas and kernels: not a step's memory
+    for impl in impls if first else ():
         make_step(impl, workload, variant, batch[:2], device)()
     libs = {"higher", "torchopt"}
     wall = {impl: [] for impl in impls}
@@ -431,10 +432,10 @@ def parse(argv=None):
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--malloc", choices=("tuned", "default"), default="tuned", help="glibc allocator setting (process-wide)")
-    p.add_argument("--lib-steps", type=int, default=3, help="timed steps of higher/torchopt (they run the reference's kernels)")
+    p.add_argument("--lib-steps", type=int, default=2, help="timed steps of higher/torchopt (they run the reference's kernels)")
     p.add_argument("--memory", choices=("inprocess", "subprocess", "none"), default="inprocess",
                    help="CPU memory: untimed steps in-process after malloc_trim (fast), or a fresh subprocess each")
-    p.add_argument("--memory-samples", type=int, default=3, help="in-process memory steps (median) on --memory-workloads")
+    p.add_argument("--memory-samples", type=int, default=2, help="in-process memory steps (median) on --memory-workloads")
     p.add_argument("--memory-workloads", default="5w", help="workloads with --memory-samples memory steps (one elsewhere; 'all')")
     p.add_argument("--no-memory", action="store_true", help="same as --memory none")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation throughput")
@@ -513,7 +514,8 @@ def main(argv=None) -> int:
             here = [i for i in impls if i not in ("higher", "torchopt") or with_libs]
             log(f"[{workload} {variant}] timing {', '.join(here)}")
             inprocess = samples if device.type == "cpu" and args.memory == "inprocess" else 0
-            timings = time_steps(workload, variant, here, batch, device, args.steps, args.warmup, log, args.lib_steps, inprocess)
+            timings = time_steps(workload, variant, here, batch, device, args.steps, args.warmup, log, args.lib_steps, inprocess,
+                                 first=variant == args.variants[0])
             ref = timings.get("reference", {}).get("median_s")
             for impl in timings:
                 rec = dict(workload=workload, variant=variant, impl=impl, **timings[impl], device=device.type, threads=threads,
