@@ -25,9 +25,9 @@ at 5-way 1-shot 15 queries meta-batch 32 and 20-way 1-shot 15 queries meta-batch
 Implementations are timed round-robin in one process (the starting one rotates every round), so that
 machine noise hits them alike; medians (and minima) of ``--steps`` timed steps after ``--warmup``.
 Peak memory on CPU, in untimed steps before the timed ones (after each implementation has taken a step
-on two tasks on the workload's first variant, which creates its thread pools and kernels once): free memory is returned to the kernel
-(``malloc_trim``), the kernel's high-water mark reset (``/proc/self/clear_refs``), then one step; the
-process's peak RSS in it (``peak_rss_mb``, the process's whole footprint) and its growth over the RSS
+on two tasks on the workload's first variant, which creates its thread pools and kernels once): free
+memory is returned to the kernel (``malloc_trim``), the kernel's high-water mark reset
+(``/proc/self/clear_refs``), then one step; the process's peak RSS in it (``peak_rss_mb``, the process's whole footprint) and its growth over the RSS
 before it (``step_growth_mb``, the step's own), medians of ``--memory-samples`` steps on
 ``--memory-workloads`` (one step elsewhere); ``--memory subprocess`` measures as many steps in a fresh
 subprocess instead, after a first one; on CUDA, ``torch.cuda.max_memory_allocated`` growth.
