@@ -78,7 +78,6 @@ from maml_cli.performance import tune_allocator  # noqa: E402  (imports nothing 
 MALLOC_TUNED = tune_allocator() if _malloc_from_argv() == "tuned" else False
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from reference import LIBRARIES, CanonicalConv4  # noqa: E402

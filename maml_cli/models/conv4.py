@@ -102,7 +102,6 @@ def _conv_bn_folded(x: Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, pool: bool =
     β_c − (μ·w_c) s_c`` with ``s_c = γ_c / sqrt(var_c + ε)``: exact (float64 agrees to 1e-14), and
     differentiable to any order by autograd.
     """
-    n = x.shape[0]
     weight = conv.weight.reshape(conv.out_channels, -1)
     k = weight.shape[1]
     # The patches as k channels, plus a channel of ones that carries the bias through the same product.
