@@ -7,6 +7,7 @@ gradients; first-order MAML treats them as constants, so ∂θ'/∂θ = I.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional
@@ -150,13 +151,13 @@ class MetaLearner(nn.Module):
         (vmap): support sets are small, so one batched pass beats many tiny ones; the query passes after
         each step are vectorised on CUDA and run task by task on CPU threads (batched query activations
         outgrow the cache). Any other engine does both its way. ``lr`` overrides α with a fixed scalar.
-        Meta-parameters and BatchNorm statistics are left untouched.
+        Dropout is off (the curve is deterministic); BatchNorm follows the ``batchnorm`` policy.
+        Meta-parameters, BatchNorm statistics and the modules' modes are left untouched.
         """
         steps = self.inner.eval_steps if steps is None else steps
         adapting = Engine.vmap if self.inner.engine is Engine.auto else self.inner.engine
         scoring = self._engine(batch)
-        self._set_eval_mode(True)
-        try:
+        with self._evaluation_modes():
             tensors = self._detached_tensors()
             frozen = {n: t for n, t in _part(tensors, "model.").items() if n not in self.adapted_names}
             adapt = partial(MetaLearner._task_path, tensors=tensors, steps=steps, lr=lr,
@@ -167,33 +168,24 @@ class MetaLearner(nn.Module):
                 path, buffers = self._map_tasks(adapt, adapting, self._task_buffers(len(chunk)), chunk.x_support,
                                                 chunk.y_support)
                 curves.append(self._map_tasks(score, scoring, path, buffers, chunk.x_query, chunk.y_query))
-        finally:
-            self._set_eval_mode(False)
         losses = torch.cat([c[0] for c in curves])
         return AdaptationCurve(losses, torch.cat([c[1] for c in curves]) if self.classification else None)
 
     def adapt(self, x_support: Tensor, y_support: Tensor, steps: int | None = None, lr: float | None = None) -> Params:
         """Adapted parameters for one task's support set (deployment); use them with ``predict``."""
         steps = self.inner.eval_steps if steps is None else steps
-        self._set_eval_mode(True)
-        try:
+        with self._evaluation_modes(), torch.enable_grad():
             buffers = _index(self._task_buffers(1), 0)
-            with torch.enable_grad():
-                tensors = self._detached_tensors()
-                path, _, _ = self._adapt(tensors, buffers, x_support, y_support, steps, True, lr, functional=False)
-        finally:
-            self._set_eval_mode(False)
+            tensors = self._detached_tensors()
+            path, _, _ = self._adapt(tensors, buffers, x_support, y_support, steps, True, lr, functional=False)
         return {n: p.detach() for n, p in path[-1].items()}
 
     @torch.no_grad()
     def predict(self, params: Params, x: Tensor, step: int | None = None) -> Tensor:
         """Model outputs for ``x`` under ``params`` adapted for ``step`` inner steps (from ``adapt``)."""
-        self._set_eval_mode(True)
-        try:
-            step = self.inner.eval_steps if step is None else step
+        step = self.inner.eval_steps if step is None else step
+        with self._evaluation_modes():
             return self._forward(params, _index(self._task_buffers(1), 0), step, x)[0]
-        finally:
-            self._set_eval_mode(False)
 
     # ------------------------------------------------------------------ one task, functionally
     def _task_loss(self, meta: Params, buffers, x_s, y_s, x_q, y_q, *, consts, steps, first_order, weights,
@@ -318,10 +310,20 @@ class MetaLearner(nn.Module):
                 else:
                     stored.get(name).copy_(t[0])
 
-    def _set_eval_mode(self, evaluating: bool) -> None:
-        """Per-step statistics are used at evaluation; transductive BatchNorm always uses the batch's."""
-        use_running = evaluating and self.inner.batchnorm is BatchNormPolicy.per_step
-        self.model.train(not use_running)
+    @contextmanager
+    def _evaluation_modes(self):
+        """The model's modes for evaluation, restored afterwards: dropout off, so that results are deterministic;
+        BatchNorm per its policy: per-step running statistics (eval mode) or, transductive, the batch's (train mode)."""
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.train(self.inner.batchnorm is not BatchNormPolicy.per_step)
+        for m in self.model.modules():
+            if isinstance(m, _DROPOUT):
+                m.eval()
+        try:
+            yield
+        finally:
+            for m, training in modes:
+                m.training = training
 
     def _map_tasks(self, fn: Callable, engine: Engine, *tasks):
         """``fn(learner, *task_i)`` for every task ``i`` of the nest ``tasks``, stacked: vectorised by vmap, or

@@ -17,10 +17,19 @@ from maml_cli.core import InnerLoopConfig, MetaLearner
 from maml_cli.data.tasks import TaskBatch
 
 DTYPE = torch.float64
+EPS = torch.finfo(DTYPE).eps
+# Two computations of one float64 meta-gradient that differ only in the order of their roundings (kernels,
+# blocking, vectorisation over tasks) agree to a few ε relative to its norm (measured: under 6ε between the
+# engines); 1000ε leaves room for the error growth through a few inner steps' double-backward passes.
+ROUNDING = 1000 * EPS
 
 
 class TinyConvNet(nn.Module):
-    """conv 3×3 → BatchNorm → tanh → spatial mean → linear: smooth everywhere, 1×6×6 inputs."""
+    """conv 3×3 → BatchNorm → tanh → spatial mean → linear: smooth everywhere, 1×6×6 inputs.
+
+    With batch statistics, BatchNorm removes any per-channel shift: the output does not depend on
+    ``conv.bias``, whose gradients are 0 in exact arithmetic (rounding leaves ~1e-17).
+    """
 
     def __init__(self, ways: int = 3, channels: int = 3, track_running_stats: bool = False, batchnorm: bool = True):
         super().__init__()
@@ -102,6 +111,15 @@ def central_difference(learner: MetaLearner, batch: TaskBatch, direction: Tensor
     plus = meta_loss_at(learner, batch, theta + eps * direction, iteration)
     minus = meta_loss_at(learner, batch, theta - eps * direction, iteration)
     return (plus - minus) / (2 * eps)
+
+
+def assert_accuracy_of(accuracy: Tensor, logits: Tensor, labels: Tensor, near_tie: float = 1e-9) -> None:
+    """``accuracy`` is that of ``logits`` (the same predictions computed another way), except that rounding may
+    flip an image whose top two logits are within ``near_tie``, far above float64 rounding differences."""
+    top = logits.topk(2, dim=-1).values
+    ties = (top[..., 0] - top[..., 1] <= near_tie).sum(-1)
+    correct = (logits.argmax(-1) == labels).sum(-1)
+    assert ((accuracy * labels.shape[-1]).round() - correct).abs().le(ties).all()
 
 
 def relative_error(a, b) -> float:

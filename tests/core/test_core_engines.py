@@ -8,7 +8,6 @@ check it against the loop engine and against finite differences.
 """
 from __future__ import annotations
 
-import copy
 from contextlib import contextmanager
 
 import pytest
@@ -18,6 +17,8 @@ from maml_cli.core import Engine
 from core_helpers import (
     single_thread,  # noqa: F401 (autouse fixture)
     DTYPE,
+    ROUNDING,
+    assert_accuracy_of,
     central_difference,
     classification_batch,
     conv_net,
@@ -59,21 +60,27 @@ def cpu_threads(count: int):
         torch.set_num_threads(before)
 
 
-def _run(variant: str, engine: str, iteration: int = 3):
+def _run(variant: str, engine: str, batch, iteration: int = 3):
     maml = learner(_model(variant), engine=engine, **VARIANTS[variant])
     with cpu_threads(3 if engine == "threads" else 1):  # 3 workers for 4 tasks: uneven slices
-        stats = maml.meta_backward(classification_batch(tasks=4), iteration)
+        stats = maml.meta_backward(batch, iteration)
     return maml, stats
 
 
 @pytest.mark.parametrize("engine", ["vmap", "threads"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_vmap_and_threads_engines_equal_loop_engine_in_meta_loss_meta_gradient_and_statistics(variant, engine):
-    loop, loop_stats = _run(variant, "loop")
-    vec, vec_stats = _run(variant, engine)
+    batch = classification_batch(tasks=4)
+    loop, loop_stats = _run(variant, "loop", batch)
+    vec, vec_stats = _run(variant, engine, batch)
 
-    for field in ("loss", "query_loss", "query_accuracy", "support_losses"):
+    for field in ("loss", "query_loss", "support_losses"):
         torch.testing.assert_close(getattr(vec_stats, field), getattr(loop_stats, field), rtol=1e-10, atol=1e-12)
+    # Accuracy is a step function of the logits: an image whose top two logits differ by less than the engines'
+    # rounding differences (~1e-15) may flip. The losses above pin the logits down; one such near-tie among the
+    # 36 query images is allowed (a margin that small is itself a ~1e-15 chance: two are out of reach).
+    flips = (vec_stats.query_accuracy - loop_stats.query_accuracy) * batch.y_query.numel()
+    assert flips.round().abs() <= 1
     loop_grads, vec_grads = grads_by_name(loop), grads_by_name(vec)
     assert loop_grads.keys() == vec_grads.keys() == {n for n, p in loop.named_parameters() if p.requires_grad}
     scale = torch.cat([g.flatten() for g in loop_grads.values()]).norm()
@@ -113,8 +120,10 @@ def test_meta_backward_accumulates_into_existing_gradients_in_every_engine():
         maml.meta_backward(batch)
         once = grads_by_name(maml)
         maml.meta_backward(batch)
-        for name, g in grads_by_name(maml).items():
-            torch.testing.assert_close(g, 2 * once[name], rtol=1e-12, atol=1e-15)
+        twice = grads_by_name(maml)
+        assert twice.keys() == once.keys()
+        for name in once:
+            assert relative_error(twice[name], 2 * once[name]) <= ROUNDING, name
 
 
 def test_evaluate_curve_matches_adapt_and_predict_task_by_task():
@@ -127,8 +136,7 @@ def test_evaluate_curve_matches_adapt_and_predict_task_by_task():
         logits = maml.predict(params, batch.x_query[i])
         final = torch.nn.functional.cross_entropy(logits, batch.y_query[i])
         torch.testing.assert_close(curve.losses[i, -1], final, rtol=1e-10, atol=1e-12)
-        accuracy = (logits.argmax(-1) == batch.y_query[i]).float().mean()
-        torch.testing.assert_close(curve.accuracies[i, -1], accuracy.to(curve.accuracies.dtype))
+        assert_accuracy_of(curve.accuracies[i, -1], logits, batch.y_query[i])
     assert (curve.losses[:, -1] < curve.losses[:, 0]).all()  # adapting helps on the support-like query
 
 
@@ -149,7 +157,9 @@ def test_threads_engine_is_reproducible_and_leaves_the_thread_settings_as_it_fou
             maml.meta_backward(classification_batch(tasks=5))
             assert torch.get_num_threads() == 2
         grads.append(torch.cat([g.flatten() for g in grads_by_name(maml).values()]))
-    assert torch.equal(grads[0], grads[1])  # fixed slices, fixed summation order: bitwise the same
+    # Exact by construction: each task runs in one thread on the same slice, through the same kernels on the
+    # same inputs, and the slices' sums are added in a fixed order: bitwise the same.
+    assert torch.equal(grads[0], grads[1])
 
 
 def test_auto_engine_threads_small_tasks_on_cpu_but_loops_for_large_tasks_and_random_models():

@@ -67,6 +67,7 @@ def test_conv4_engines_agree_in_float32():
         maml = MetaLearner(Conv4(3, hidden=8), inner=InnerLoopConfig(steps=2, engine=engine))
         maml.meta_backward(batch)
         grads[engine] = torch.cat([p.grad.flatten() for p in maml.parameters() if p.requires_grad])
+    # two orders of rounding in float32 (ε ≈ 1.2e-7): measured ~5e-7 relative, 1e-4 leaves ample room for growth
     assert (grads["loop"] - grads["vmap"]).norm() < 1e-4 * grads["loop"].norm()
 
 

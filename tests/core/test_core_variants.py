@@ -7,6 +7,8 @@ import torch
 from core_helpers import (
     single_thread,  # noqa: F401 (autouse fixture)
     DTYPE,
+    EPS,
+    ROUNDING,
     central_difference,
     classification_batch,
     conv_net,
@@ -57,7 +59,7 @@ def test_anil_adapts_only_the_head_but_meta_learns_the_body(engine):
     assert set(maml.adapted_names) == {"head.weight", "head.bias"}
     adapted = maml.adapt(batch.x_support[0], batch.y_support[0], steps=2)
     for name, p in maml.model.named_parameters():
-        changed = not torch.equal(adapted[name], p.detach())
+        changed = not torch.equal(adapted[name], p.detach())  # the body is passed through; the head moves by α∇
         assert changed == name.startswith("head."), name
 
     _, analytic, after = meta_gradient(maml, batch)
@@ -91,8 +93,12 @@ def test_frozen_parameters_are_neither_adapted_nor_meta_trained_and_cause_no_err
     assert "conv__weight" not in maml.inner_lr.rates[0]
 
     adapted = maml.adapt(batch.x_support[0], batch.y_support[0], steps=2)
-    assert torch.equal(adapted["conv.weight"], frozen)
-    assert not torch.equal(adapted["conv.bias"], net.conv.bias.detach())
+    assert torch.equal(adapted["conv.weight"], frozen)  # exact: passed through, never updated
+    moved = {n: (adapted[n] - net.get_parameter(n)).abs().max().item() for n in maml.adapted_names}
+    # conv.bias's inner gradient, a sum over the support set's pixels, cancels exactly (BatchNorm with batch
+    # statistics follows it): rounding alone, ≲ ε per pixel relative to the other gradients, can move it.
+    assert moved.pop("conv.bias") <= batch.x_support[0].numel() * EPS * max(moved.values())
+    assert all(m > 0 for m in moved.values())  # every other adapted parameter is adapted
 
     _, analytic, after = meta_gradient(maml, batch)  # gradient over the trainable parameters only
     assert after.model.conv.weight.grad is None
@@ -115,7 +121,7 @@ def test_multi_step_loss_weights_start_uniform_sum_to_one_and_anneal_to_the_fina
         w = maml.multi_step_weights(iteration)
         assert w.shape == (4,)
         assert w.sum().item() == pytest.approx(1.0, abs=1e-6)
-        assert (w[:-1] >= 0.03 / 4 - 1e-9).all() and torch.all(w[:-1] == w[0])
+        assert (w[:-1] >= 0.03 / 4 - 1e-9).all() and torch.all(w[:-1] == w[0])  # exact: one value, filled in
         assert w[-1].item() >= previous_final
         previous_final = w[-1].item()
     assert maml.multi_step_weights(99)[-1].item() > 0.97
@@ -135,7 +141,7 @@ def test_multi_step_loss_is_the_weighted_query_loss_after_each_step_then_the_fin
     torch.testing.assert_close(late.loss, curve[:, -1].mean(), rtol=1e-12, atol=0)
     _, plain, _ = meta_gradient(learner(mlp(), steps=3), batch)
     _, annealed, _ = meta_gradient(maml, batch, iteration=10)
-    torch.testing.assert_close(annealed, plain, rtol=1e-12, atol=1e-15)
+    assert relative_error(annealed, plain) <= ROUNDING
     # the weighted gradient is the gradient of the weighted loss
     direction = torch.randn(plain.shape, generator=torch.Generator().manual_seed(4), dtype=DTYPE)
     _, weighted, _ = meta_gradient(maml, batch, iteration=3)
@@ -150,9 +156,9 @@ def test_derivative_order_annealing_is_first_order_before_n_iterations_then_seco
     _, second, _ = meta_gradient(learner(conv_net(), steps=2, engine=engine), batch)
     assert relative_error(first, second) > 1e-3
     for iteration in (0, 4):
-        torch.testing.assert_close(meta_gradient(annealed, batch, iteration)[1], first, rtol=1e-12, atol=1e-15)
+        assert relative_error(meta_gradient(annealed, batch, iteration)[1], first) <= ROUNDING
     for iteration in (5, 100):
-        torch.testing.assert_close(meta_gradient(annealed, batch, iteration)[1], second, rtol=1e-12, atol=1e-15)
+        assert relative_error(meta_gradient(annealed, batch, iteration)[1], second) <= ROUNDING
 
 
 def test_inner_loop_config_rejects_out_of_range_values():

@@ -1,6 +1,7 @@
 """Conv4's fast forward (pool before ReLU, folded first conv+BatchNorm pooled a few images at a time,
-channels-last, max-pooling that keeps only its indices on CPU) computes exactly the canonical network: conv → BatchNorm → ReLU → pool, module by module, in float64 —
-outputs, first- and second-order MAML meta-gradients, with both engines."""
+channels-last, max-pooling that keeps only its indices on CPU) computes the canonical network, conv → BatchNorm
+→ ReLU → pool module by module, up to float64 rounding: outputs, first- and second-order MAML meta-gradients,
+with both engines."""
 from __future__ import annotations
 
 import pytest
@@ -14,6 +15,7 @@ from maml_cli.models import conv4
 from maml_cli.models.conv4 import _foldable, _images, _MatmulMaxPool2x2, _MaxPool2x2
 
 DTYPE = torch.float64
+EPS = torch.finfo(DTYPE).eps
 
 
 def canonical(model: Conv4, x: torch.Tensor) -> torch.Tensor:
@@ -54,6 +56,9 @@ def test_running_statistics_path_still_updates_the_buffers():
     twin = model("max", track_running_stats=True)
     x = torch.randn(6, 1, 28, 28, dtype=DTYPE)
     torch.testing.assert_close(net(x), canonical(twin, x), rtol=1e-12, atol=1e-12)
+    # Exact by construction: with running statistics nothing is folded, so each BatchNorm gets the output of the
+    # same convolution on the same input (max-pooling selects values and commutes exactly with ReLU), in one
+    # process and thread count: the same kernels on the same values.
     for (name, a), (_, b) in zip(net.named_buffers(), twin.named_buffers()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
@@ -92,25 +97,40 @@ def test_meta_gradient_equals_the_plain_autograd_reference(engine, steps, first_
     reference = _reference_meta_gradient(model("max"), batch, steps, first_order, 0.4)
     assert (ours - reference).norm() <= 1e-10 * reference.norm()
     first_conv_bias = net.features[0][0].bias.grad
-    assert torch.equal(first_conv_bias, torch.zeros_like(first_conv_bias))  # folded into BatchNorm: exactly 0
+    # Exact by construction: the folded first block multiplies its conv bias by 0 (BatchNorm cancels it).
+    assert torch.equal(first_conv_bias, torch.zeros_like(first_conv_bias))
 
 
 def test_evaluate_gives_the_same_curve_task_by_task_vectorised_and_mixed():
     """loop: all per task; threads: per task, side by side; vmap: all vectorised; auto on CPU: vectorised
     adaptation, per-task query passes on threads."""
     batch = _batch(tasks=3)
-    curves = {}
+    learners, curves = {}, {}
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         for engine in ("loop", "threads", "vmap", "auto"):
-            learner = MetaLearner(model("max"), inner=InnerLoopConfig(engine=engine, eval_steps=3, eval_chunk=2))
-            curves[engine] = learner.evaluate(batch)
+            inner = InnerLoopConfig(engine=engine, eval_steps=3, eval_chunk=2)
+            learners[engine] = MetaLearner(model("max"), inner=inner)
+            curves[engine] = learners[engine].evaluate(batch)
     finally:
         torch.set_num_threads(threads)
+    # Accuracy is a step function of the logits: only an image whose top two logits are within rounding of each
+    # other (1e-9 is far above it) may be classified differently by two engines.
+    top = _query_logits(learners["loop"], batch, steps=3).topk(2, dim=-1).values
+    near_ties = (top[..., 0] - top[..., 1] <= 1e-9).sum(-1)
     for engine in ("threads", "vmap", "auto"):
         torch.testing.assert_close(curves[engine].losses, curves["loop"].losses, rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(curves[engine].accuracies, curves["loop"].accuracies)
+        flips = (curves[engine].accuracies - curves["loop"].accuracies) * batch.y_query.shape[1]
+        assert (flips.round().abs() <= near_ties).all()
+
+
+def _query_logits(learner: MetaLearner, batch: TaskBatch, steps: int) -> torch.Tensor:
+    """[tasks, steps + 1, queries, ways]: each task's query logits after 0..steps inner steps."""
+    return torch.stack([
+        torch.stack([learner.predict(learner.adapt(x_s, y_s, s), x_q, s) for s in range(steps + 1)])
+        for x_s, y_s, x_q in zip(batch.x_support, batch.y_support, batch.x_query)
+    ])
 
 
 def _pool(x: torch.Tensor) -> torch.Tensor:
@@ -120,7 +140,7 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("size", [8, 7])  # an odd size drops the last row and column, as max_pool2d does
 def test_cpu_max_pooling_equals_max_pool2d_to_second_order_and_under_vmap(size):
     x = torch.randn(3, 2, size, size, dtype=DTYPE, requires_grad=True)
-    torch.testing.assert_close(_pool(x), F.max_pool2d(x, 2), rtol=0, atol=0)
+    torch.testing.assert_close(_pool(x), F.max_pool2d(x, 2), rtol=0, atol=0)  # exact: both select the same values
     torch.autograd.gradcheck(_pool, (x,))
     torch.autograd.gradgradcheck(_pool, (x,))
     batched = torch.randn(4, 3, 2, size, size, dtype=DTYPE)
@@ -144,13 +164,16 @@ def test_cpu_max_pooling_keeps_only_its_indices_for_the_backward_pass():
 
 
 @pytest.mark.parametrize("size", [8, 7])
-def test_cpu_first_block_pools_its_product_a_chunk_of_images_at_a_time_exactly_to_second_order(size, monkeypatch):
+def test_cpu_first_block_pools_its_product_a_chunk_of_images_at_a_time_to_second_order(size, monkeypatch):
     monkeypatch.setattr(conv4, "_CHUNK_BYTES", 4 * 3 * size * size * 2)  # 2 images a chunk: 5 images in 3 chunks
     rows = torch.randn(5 * size * size, 4, dtype=DTYPE, requires_grad=True)
     weight = torch.randn(3, 4, dtype=DTYPE, requires_grad=True)
     fused = lambda r, w: _MatmulMaxPool2x2.apply(r, w, size, size)[0]  # noqa: E731
     native = lambda r, w: F.max_pool2d(_images(r @ w.T, size, size), 2)  # noqa: E731
-    torch.testing.assert_close(fused(rows, weight), native(rows, weight), rtol=0, atol=0)
+    # A chunk's product is another GEMM call than the whole one, free to sum in another order: each 4-term dot
+    # product is within 4ε·Σ|rᵢwᵢ| of the exact one (Higham), and max-pooling moves no value further than that.
+    bound = 2 * 4 * EPS * (rows.abs() @ weight.abs().T).max().item()
+    torch.testing.assert_close(fused(rows, weight), native(rows, weight), rtol=0, atol=bound)
     torch.autograd.gradcheck(fused, (rows, weight))
     torch.autograd.gradgradcheck(fused, (rows, weight))
 
