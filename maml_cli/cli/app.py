@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 from typing import Any, Callable
 
@@ -14,6 +15,7 @@ from omegaconf import DictConfig
 import maml_cli.cli.schema  # noqa: F401  (registers the schemas before Hydra composes)
 from maml_cli.errors import MamlError
 from maml_cli.performance import tune_allocator
+from maml_cli.training.signals import Interrupted
 
 log = logging.getLogger("maml_cli")
 
@@ -22,7 +24,10 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], C
     """``@hydra_command("train")`` on ``task(cfg)`` gives the ``main()`` of a console script.
 
     A :class:`MamlError` is reported as one line without a traceback: a single run exits with
-    status 1; in a multirun the job fails (Hydra's sweepers carry on and report it).
+    status 1; in a multirun the job fails (Hydra's sweepers carry on and report it). Training stopped
+    by a signal (:class:`Interrupted`) or Ctrl-C is one line too, and exits with 128 + the signal
+    number (130 Ctrl-C, 143 SIGTERM, 138 SIGUSR1), in a multirun as well; in a submitit job its
+    preemption signal goes on to submitit, which requeues the job.
     """
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
@@ -37,6 +42,13 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], C
                     raise
                 print(f"Error: {error}", file=sys.stderr)
                 sys.exit(1)
+            except Interrupted as stop:
+                print(stop, file=sys.stderr)
+                stop.hand_over()
+                sys.exit(stop.exit_code)
+            except KeyboardInterrupt:  # Ctrl-C outside the training loop
+                print("SIGINT: stopped", file=sys.stderr)
+                sys.exit(128 + signal.SIGINT)
 
         return hydra.main(version_base="1.3", config_path="pkg://maml_cli.conf", config_name=config_name)(run)
 

@@ -8,6 +8,8 @@ from typing import Iterator
 
 import wandb
 
+from maml_cli.training.signals import Interrupted
+
 # metric -> summary kept by W&B (best and last, so a sweep table can show either)
 SUMMARIES = {
     "val/acc": "max,last",
@@ -31,6 +33,9 @@ class RunInfo:
 @contextmanager
 def tracked_run(values: dict, info: RunInfo, resumed: dict | None = None) -> Iterator:
     """The W&B run of this job, finished on exit: ``failed`` (exit code 1) if the job raised.
+
+    Stopped by a signal (:class:`Interrupted`), it is marked preempting (unless it was Ctrl-C) and
+    finished with exit code 128 + the signal number (state ``failed``, not ``running``).
 
     ``values`` is the resolved config; ``resumed`` the ``wandb`` entry of a checkpoint, whose run
     continues. Mode ``disabled`` gives a no-op run that writes nothing. (Unlike ``with wandb.init()``,
@@ -60,6 +65,11 @@ def tracked_run(values: dict, info: RunInfo, resumed: dict | None = None) -> Ite
         run.define_metric(metric, step_metric="meta/step", summary=summary)
     try:
         yield run
+    except Interrupted as stop:
+        if stop.status == "preempted":
+            run.mark_preempting()
+        run.finish(exit_code=stop.exit_code)
+        raise
     except BaseException:
         run.finish(exit_code=1)
         raise
