@@ -17,6 +17,7 @@ from maml_cli.errors import MamlError
 from maml_cli.models.config import Conv4Config, MLPConfig
 
 TASK_SHAPE = ("ways", "shots", "queries")
+SEED_MAX = 2**32 - 1  # NumPy's and torch's seeds: 0 .. 2**32 - 1
 
 
 @dataclass
@@ -72,6 +73,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_task_shape(self)
+        check_range("seed", self.seed, minimum=0, maximum=SEED_MAX)
         check_range("meta_batch_size", self.meta_batch_size, minimum=1)
         check_range("iterations", self.iterations, minimum=0)
         for key in ("log_every", "val_every", "checkpoint_every"):
@@ -158,6 +160,7 @@ class EvalConfig(CheckpointSource):
             if getattr(self, key) is not None:
                 check_range(key, getattr(self, key), minimum=2 if key == "ways" else 1)
         check_range("tasks", self.tasks, minimum=2)  # a confidence interval needs two tasks
+        check_range("seed", self.seed, minimum=0, maximum=SEED_MAX)
         check_range("plot_tasks", self.plot_tasks, minimum=0)
 
 

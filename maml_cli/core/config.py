@@ -104,10 +104,11 @@ class OptimizerConfig:
             check_range("optimizer.clip_grad_norm", self.clip_grad_norm, minimum=0.0, exclusive=True)
 
 
-def check_range(key: str, value: float, minimum: float, exclusive: bool = False) -> None:
-    """Raise MamlError unless ``value`` ≥ ``minimum`` (or > when ``exclusive``)."""
-    if value < minimum or (exclusive and value == minimum):
+def check_range(key: str, value: float, minimum: float, exclusive: bool = False, maximum: float | None = None) -> None:
+    """Raise MamlError unless ``value`` ≥ ``minimum`` (or > when ``exclusive``) and ≤ ``maximum`` if given."""
+    if value < minimum or (exclusive and value == minimum) or (maximum is not None and value > maximum):
         bound = f"> {minimum}" if exclusive else f">= {minimum}"
+        bound += f" and <= {maximum}" if maximum is not None else ""
         raise MamlError(f"{key}={value} is out of range: it must be {bound}")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 import random
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +23,36 @@ FORMAT = "maml-cli/1"
 
 
 def atomic_write(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` all at once: a reader (or a crash) never sees a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``payload`` to ``path`` all at once: a reader (or a crash) never sees a partial file.
+
+    The file gets the mode that ``open()`` gives (0666 less the umask). An OSError (disk full,
+    read-only directory, ...) becomes a MamlError naming the path; an earlier file stays whole.
+    """
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, unlike mkstemp's 0600
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(payload)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        raise MamlError(f"cannot write {path}: {error.strerror or error}; any earlier {path.name} is left "
+                        "as it was") from None
+
+
+def remove_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the ``.*.tmp`` files that a process killed inside :func:`atomic_write` left in ``run_dir``
+    and its ``checkpoints/``; returns them. Call it before this run writes there."""
+    stale = [tmp for folder in (run_dir, run_dir / "checkpoints") for tmp in folder.glob(".*.tmp") if tmp.is_file()]
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:

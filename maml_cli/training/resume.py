@@ -2,25 +2,52 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Sequence
 
+import torch
 from omegaconf import OmegaConf
 
 from maml_cli.config import TrainConfig
+from maml_cli.errors import MamlError
 from maml_cli.runtime import train_config_from_dict
+from maml_cli.training.checkpoint import atomic_write, load_checkpoint
 
 log = logging.getLogger(__name__)
 
 # keys that may change between a run and its resumption: how long, where, how often to report
 RUN_CONTROL = ("iterations", "device", "log_every", "val_every", "checkpoint_every", "test_tasks", "resume", "logger",
                "dataset.root", "dataset.cache_dir", "dist_timeout_s")
+# what a checkpoint needs to continue a run (see ``checkpoint``)
+RESUMABLE = ("config", "learner", "optimizer", "scheduler", "step", "best", "rng", "wandb", "history")
 
 
 def config_dict(config: TrainConfig) -> dict:
     """The resolved config as plain data (Enums as strings), as W&B and checkpoints store it."""
     return OmegaConf.to_container(OmegaConf.structured(config), resolve=True, enum_to_str=True)
+
+
+def load_resumable(path: Path) -> dict:
+    """The checkpoint at ``path``; MamlError naming it unless it holds everything a run continues from."""
+    state = load_checkpoint(path)
+    missing = [key for key in RESUMABLE if key not in state]
+    if missing:
+        raise MamlError(f"checkpoint {path} cannot be resumed: it lacks {', '.join(missing)} "
+                        f"(a training checkpoint holds {', '.join(RESUMABLE)})")
+    return state
+
+
+def check_weights(path: Path, checkpoint: dict, learner: torch.nn.Module) -> None:
+    """MamlError naming checkpoint ``path`` unless its weights fit ``learner``, built from its own config."""
+    weights, expected = checkpoint["learner"], learner.state_dict()
+    problems = [f"{name} is missing" for name in expected if name not in weights]
+    problems += [f"{name} is not in that model" for name in weights if name not in expected]
+    problems += [f"{name} has shape {list(weights[name].shape)}, the model's {list(tensor.shape)}"
+                 for name, tensor in expected.items() if name in weights and weights[name].shape != tensor.shape]
+    if problems:
+        model = " ".join(f"{key}={value}" for key, value in checkpoint["config"]["model"].items())
+        raise MamlError(f"checkpoint {path}: its weights do not fit the model of its own config ({model}): "
+                        f"{'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''}")
 
 
 def resumed_config(saved: dict, current: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
@@ -46,5 +73,4 @@ def adopt_best(checkpoint: Path, output_dir: Path) -> None:
     """Resuming another run's checkpoint: copy its ``best.pt`` here, so this run dir is complete."""
     source, target = checkpoint.parent / "best.pt", output_dir / "checkpoints" / "best.pt"
     if source.is_file() and not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        atomic_write(target, source.read_bytes())

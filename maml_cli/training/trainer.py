@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import json
 import logging
+import signal
 from pathlib import Path
 
 import torch
@@ -18,12 +19,13 @@ from maml_cli.core import StepStats, build_optimizer, build_scheduler, clip_meta
 from maml_cli.data import TaskBatch, build_dataset
 from maml_cli.errors import MamlError
 from maml_cli.runtime import build_learner, resolve_device, seed_everything
-from maml_cli.training.checkpoint import (atomic_write, find_checkpoint, load_checkpoint, restore_rng, rng_state,
-                                         save_checkpoint)
+from maml_cli.training.checkpoint import (atomic_write, find_checkpoint, load_checkpoint, remove_temporaries,
+                                         restore_rng, rng_state, save_checkpoint)
 from maml_cli.training.distributed import Distributed, init_distributed
 from maml_cli.training.metrics import episode_scores, is_better, mean_ci95, metric_name
 from maml_cli.training.progress import Progress, peak_memory_mb
-from maml_cli.training.resume import adopt_best, config_dict, resumed_config
+from maml_cli.training.resume import adopt_best, check_weights, config_dict, load_resumable, resumed_config
+from maml_cli.training.signals import Interrupted, StopSignals
 from maml_cli.training.tracking import RunInfo, log_checkpoints, run_identity, tracked_run
 
 log = logging.getLogger(__name__)
@@ -34,12 +36,16 @@ def train(config: TrainConfig, info: RunInfo) -> float:
 
     With ``config.resume`` the run continues from a checkpoint, bit for bit, W&B run included.
     Under torchrun, all processes join one process group and share rank 0's output directory.
+    SIGTERM, SIGUSR1 or SIGINT stops it after the current meta-step with ``last.pt`` saved: :class:`Interrupted`.
     """
     ctx = init_distributed(resolve_device(config.device), config.dist_timeout_s)
     if ctx.enabled:
         info = _shared_output_dir(ctx, info)
+    if ctx.is_main:
+        for tmp in remove_temporaries(info.output_dir):
+            log.info("removed %s, a partial file of a process killed while writing it", tmp)
     path = find_checkpoint(config.resume, info.output_dir)
-    checkpoint = load_checkpoint(path) if path else None
+    checkpoint = load_resumable(path) if path else None
     if checkpoint:
         log.info("resuming from %s at step %d", path, checkpoint["step"])
         config = resumed_config(checkpoint["config"], config, info.overrides)
@@ -48,8 +54,11 @@ def train(config: TrainConfig, info: RunInfo) -> float:
     ctx.check_meta_batch(config.meta_batch_size)
     values = config_dict(config)
     tracked = values if ctx.is_main else {**values, "logger": {**values["logger"], "mode": "disabled"}}
-    with tracked_run(tracked, info, checkpoint["wandb"] if checkpoint else None) as run:
-        return Trainer(config, values, info, run, ctx).fit(checkpoint)
+    with StopSignals() as signals, tracked_run(tracked, info, checkpoint["wandb"] if checkpoint else None) as run:
+        trainer = Trainer(config, values, info, run, ctx, signals)
+        if checkpoint:
+            check_weights(path, checkpoint, trainer.learner)
+        return trainer.fit(checkpoint)
 
 
 def _shared_output_dir(ctx: Distributed, info: RunInfo) -> RunInfo:
@@ -70,8 +79,10 @@ def _shared_output_dir(ctx: Distributed, info: RunInfo) -> RunInfo:
 class Trainer:
     """One training job's state; ``fit`` runs it to ``config.iterations`` meta-steps."""
 
-    def __init__(self, config: TrainConfig, values: dict, info: RunInfo, run, dist: Distributed = Distributed()):
+    def __init__(self, config: TrainConfig, values: dict, info: RunInfo, run, dist: Distributed = Distributed(),
+                 signals: StopSignals | None = None):
         self.config, self.values, self.info, self.run, self.dist = config, values, info, run, dist
+        self.signals = signals or StopSignals()  # the stop signals received (see ``signals``)
         self.device = dist.device(resolve_device(config.device))
         seed_everything(config.seed)
         if not dist.is_main:
@@ -104,14 +115,16 @@ class Trainer:
         if self.dist.enabled:
             log.info("%d processes, %d tasks each per meta-step", self.dist.world_size,
                      cfg.meta_batch_size // self.dist.world_size)
+        if self.step and self._due(self.step)[1] and not any(v["step"] == self.step for v in self.history):
+            self._validate()  # a signal cut this step's validation short
+            self._stop_if_signalled()
         with Progress(cfg.iterations, self.step, show=self.dist.is_main) as progress:
             for step in range(self.step + 1, cfg.iterations + 1):
                 batch = self.dist.local_batch(self.sampler.sample(cfg.meta_batch_size))  # the same on every rank
                 self._meta_step(batch)
                 self.step = step
                 progress.advance()
-                due = [step % every == 0 or step == cfg.iterations
-                       for every in (cfg.log_every, cfg.val_every, cfg.checkpoint_every)]
+                due = self._due(step)
                 if any(due):
                     self._check_finite()
                 if due[0]:
@@ -120,11 +133,41 @@ class Trainer:
                     self._validate()
                 if due[2]:
                     self._save("last")
+                self._stop_if_signalled(batch, progress)
         if not self.history:  # nothing to train: score and keep the initialisation
             self._validate()
             self._save("last")
-        self._finish(self._test())
+            self._stop_if_signalled()
+        test = self._test()
+        self._stop_if_signalled()  # a signal during the test: resuming tests again
+        self._finish(test)
         return self.best["value"] if self.metric == "acc" else -self.best["value"]
+
+    def _due(self, step: int) -> list[bool]:
+        """Whether ``step`` logs, validates and saves ``last.pt``."""
+        cfg = self.config
+        return [step % every == 0 or step == cfg.iterations
+                for every in (cfg.log_every, cfg.val_every, cfg.checkpoint_every)]
+
+    def _stop_if_signalled(self, batch: TaskBatch | None = None, progress: Progress | None = None) -> None:
+        """After a stop signal: log and save this step, then raise Interrupted.
+
+        Under torchrun a signal to any rank stops all ranks at the same step.
+        """
+        signum = self.signals.signum
+        if self.dist.enabled:  # a collective of every rank: the largest signal number of any (min of the negated)
+            anyone = -int(self.dist.min(torch.tensor(-signum)))
+            signum = signum or anyone
+        if not signum:
+            return
+        log.warning("%s received: stopping after meta-step %d", signal.Signals(signum).name, self.step)
+        self._check_finite()
+        if self.summed:  # the W&B history reaches this step
+            self._log(batch, progress)
+        self._save("last")
+        stop = Interrupted(signum, self.step, self.checkpoints / "last.pt", self.signals)
+        self._write_results(status=stop.status)
+        raise stop
 
     # ------------------------------------------------------------------ the hot loop (no host sync)
     def _meta_step(self, batch: TaskBatch) -> None:
@@ -185,13 +228,26 @@ class Trainer:
                  "gain": metrics["train/adaptation_gain"]}
         progress.report(shown, rate)
 
-    def _score(self, learner, episodes: TaskBatch, tasks: int) -> dict[str, float]:
-        """Mean and ci95 over ``tasks`` episodes, of which ``episodes`` is this rank's share."""
-        mean, ci95 = mean_ci95(self.dist.gather_episodes(episode_scores(learner, episodes), tasks))
+    def _score(self, learner, episodes: TaskBatch, tasks: int) -> dict[str, float] | None:
+        """Mean and ci95 over ``tasks`` episodes, of which ``episodes`` is this rank's share.
+
+        On one process, a stop signal cuts it short between chunks of ``eval_chunk`` episodes (the chunks
+        of ``evaluate``: the scores are the same): None. Under torchrun, where ranks score together, it is finished.
+        """
+        chunks = [episodes] if self.dist.enabled else episodes.chunks(learner.inner.eval_chunk)
+        scores = []
+        for chunk in chunks:
+            if self.signals.signum and not self.dist.enabled:
+                return None
+            scores.append(episode_scores(learner, chunk))
+        mean, ci95 = mean_ci95(self.dist.gather_episodes(torch.cat(scores), tasks))
         return {"mean": mean, "ci95": ci95}
 
     def _validate(self) -> None:
-        result = {"step": self.step, **self._score(self.learner, self.val_episodes, self.config.val_tasks)}
+        score = self._score(self.learner, self.val_episodes, self.config.val_tasks)
+        if score is None:
+            return
+        result = {"step": self.step, **score}
         self.history.append(result)
         m = self.metric
         self.run.log({"meta/step": self.step, f"val/{m}": result["mean"], f"val/{m}_ci95": result["ci95"]})
@@ -235,8 +291,10 @@ class Trainer:
         self.dist.broadcast_module(learner)  # the other ranks get rank 0's best.pt
         tasks = self.config.test_tasks
         episodes = self.dataset.episodes("test", *self.shape, num_tasks=tasks, device=self.device)
-        result = {"step": self.best["step"], "tasks": tasks,
-                  **self._score(learner, episodes[self.dist.episode_share(tasks)], tasks)}
+        score = self._score(learner, episodes[self.dist.episode_share(tasks)], tasks)
+        if score is None:
+            return None
+        result = {"step": self.best["step"], "tasks": tasks, **score}
         log.info("test (best.pt, step %d, %d tasks): %s %.4f ± %.4f", result["step"], result["tasks"], self.metric,
                  result["mean"], result["ci95"])
         return result
@@ -250,9 +308,9 @@ class Trainer:
             self.run.summary[f"test/{m}"], self.run.summary[f"test/{m}_ci95"] = test["mean"], test["ci95"]
         log_checkpoints(self.run, self.values, {n: self.checkpoints / n for n in ("best.pt", "last.pt")},
                         {"step": self.step, "best": self.best})
-        self._write_results(test, finished=True)
+        self._write_results(test, "finished")
 
-    def _write_results(self, test: dict | None = None, finished: bool = False) -> None:
+    def _write_results(self, test: dict | None = None, status: str = "running") -> None:
         """``results.json``: what ``maml-compare`` reads from a run dir, kept current while training."""
         if not self.dist.is_main:
             return
@@ -261,7 +319,7 @@ class Trainer:
             "name": cfg.name, "run": self.info.name, "wandb": run_identity(self.run, self.values),
             "dataset": cfg.dataset.name, "ways": cfg.ways, "shots": cfg.shots, "seed": cfg.seed,
             "algorithm": self.info.choices.get("algorithm"), "metric": self.metric,
-            "status": "finished" if finished else "running", "step": self.step, "iterations": cfg.iterations,
+            "status": status, "step": self.step, "iterations": cfg.iterations,
             "best": self.best, "validation": self.history, "test": test,
             "checkpoints": {"best": "checkpoints/best.pt", "last": "checkpoints/last.pt"}, "config": self.values,
         }

@@ -1,5 +1,8 @@
 """Checkpoint files: atomic, safe to load, and complete enough to continue every random stream."""
+import errno
+import os
 import random
+import stat
 
 import numpy as np
 import pytest
@@ -8,8 +11,11 @@ import torch
 from maml_cli.data import Sinusoid
 from maml_cli.data.config import SinusoidConfig
 from maml_cli.errors import MamlError
+from maml_cli.runtime import build_learner
 from maml_cli.training import FORMAT, load_checkpoint, save_checkpoint
-from maml_cli.training.checkpoint import find_checkpoint, restore_rng, rng_state
+from maml_cli.training.checkpoint import atomic_write, find_checkpoint, restore_rng, rng_state
+from maml_cli.training.resume import check_weights, load_resumable
+from training_helpers import config
 
 
 @pytest.fixture
@@ -79,3 +85,71 @@ def test_resume_finds_the_checkpoint_it_names(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(MamlError, match="no checkpoints/last.pt in that directory"):
         find_checkpoint(str(tmp_path / "empty"), run)
+
+
+def test_a_full_disk_keeps_the_earlier_checkpoint_byte_for_byte(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_checkpoint(path, {"step": 1, "learner": {"w": torch.arange(3.0)}})
+    before = path.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("os.fsync", full)
+    with pytest.raises(MamlError) as error:
+        save_checkpoint(path, {"step": 2, "learner": {"w": torch.zeros(3)}})
+    assert str(error.value) == f"cannot write {path}: No space left on device; any earlier last.pt is left as it was"
+    assert path.read_bytes() == before
+    assert list(path.parent.iterdir()) == [path]  # the partial temporary file is gone
+
+
+def test_a_read_only_directory_gives_a_clear_error(tmp_path, monkeypatch):
+    path = tmp_path / "run" / "results.json"
+    atomic_write(path, b"{}")
+    if os.geteuid() == 0:  # root writes through chmod: refuse new names in the directory as it would
+        real = os.open
+        monkeypatch.setattr("os.open", lambda name, flags, *args: (_ for _ in ()).throw(
+            PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)) if flags & os.O_CREAT
+            else real(name, flags, *args))
+    else:
+        path.parent.chmod(0o500)
+    try:
+        with pytest.raises(MamlError) as error:
+            atomic_write(path, b'{"step": 2}')
+    finally:
+        path.parent.chmod(0o755)
+    assert str(error.value) == f"cannot write {path}: Permission denied; any earlier results.json is left as it was"
+    assert path.read_bytes() == b"{}"
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_get_the_mode_that_the_umask_allows(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        save_checkpoint(tmp_path / "last.pt", {"step": 1})
+        atomic_write(tmp_path / "results.json", b"{}")
+    finally:
+        os.umask(old)
+    assert [stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("last.pt", "results.json")] == [mode, mode]
+
+
+def test_a_checkpoint_that_cannot_be_resumed_is_named_with_what_is_wrong(tmp_path, sampler):
+    dataset = Sinusoid(SinusoidConfig())
+    learner = build_learner(config("model.hidden=[8,8]"), dataset)
+    state = {"config": {"model": {"name": "mlp", "hidden": [8, 8]}}, "learner": learner.state_dict(), "optimizer": {},
+             "scheduler": {}, "step": 3, "best": {}, "rng": rng_state(sampler), "wandb": {}, "history": []}
+    save_checkpoint(tmp_path / "good.pt", state)
+    check_weights(tmp_path / "good.pt", load_resumable(tmp_path / "good.pt"), learner)
+
+    save_checkpoint(tmp_path / "partial.pt", {k: v for k, v in state.items() if k not in ("learner", "rng")})
+    with pytest.raises(MamlError, match=rf"^checkpoint {tmp_path / 'partial.pt'} cannot be resumed: it lacks "
+                                        r"learner, rng \(a training checkpoint holds config, learner, "):
+        load_resumable(tmp_path / "partial.pt")
+    wider = build_learner(config("model.hidden=[16,8]"), dataset)
+    with pytest.raises(MamlError) as error:
+        check_weights(tmp_path / "good.pt", state, wider)
+    assert str(error.value) == (f"checkpoint {tmp_path / 'good.pt'}: its weights do not fit the model of its own "
+                                "config (name=mlp hidden=[8, 8]): "
+                                "model.body.1.weight has shape [8, 1], the model's [16, 1]; "
+                                "model.body.1.bias has shape [8], the model's [16]; "
+                                "model.body.3.weight has shape [8, 8], the model's [8, 16]")
