@@ -1,11 +1,14 @@
 """Hydra's view of the run settings: the schemas in its ConfigStore, and validation before any work.
 
 Schemas live in the group ``schema`` (out of the selectable groups), so ``dataset=`` lists only
-real datasets. ``validate`` builds the dataclasses, which runs every range and cross-field check.
+real datasets. ``validate`` rejects keys that no schema defines, then builds the dataclasses, which
+runs every range and cross-field check.
 """
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import difflib
+from typing import Any, Iterator
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -15,9 +18,10 @@ from maml_cli.errors import MamlError
 
 
 def validate(cfg: DictConfig, schema: type) -> Any:
-    """The config as schema objects, after every range and cross-field check (raises MamlError)."""
+    """The config as schema objects, after the key, range and cross-field checks (raises MamlError)."""
     if OmegaConf.get_type(cfg) is not schema:
         raise MamlError(f"expected a {schema.__name__} config")
+    reject_unknown_keys(cfg)
     try:
         return OmegaConf.to_object(cfg)
     except MamlError:
@@ -25,6 +29,39 @@ def validate(cfg: DictConfig, schema: type) -> Any:
     except Exception as error:  # omegaconf wraps __post_init__ errors and reports missing values
         cause = error.__cause__ if isinstance(error.__cause__, MamlError) else error
         raise MamlError(str(cause).splitlines()[0]) from None
+
+
+def reject_unknown_keys(cfg: DictConfig) -> None:
+    """Raise MamlError naming each key that no schema defines (``+key=value`` appends even to a schema)."""
+    keys = list(_keys(cfg))
+    known = [key for key, defined in keys if defined]
+    unknown = [key for key, defined in keys if not defined]
+    if unknown:
+        raise MamlError("\n".join(_no_such_setting(key, known) for key in unknown))
+
+
+def _keys(cfg: DictConfig, prefix: str = "") -> Iterator[tuple[str, bool]]:
+    """Each dotted key of ``cfg``, and whether its node's dataclass defines it (nothing below an undefined one)."""
+    schema = OmegaConf.get_type(cfg)
+    fields = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    for key, value in cfg.items_ex(resolve=False):  # unresolved: no interpolation or missing value is read
+        defined = fields is None or key in fields
+        yield f"{prefix}{key}", defined
+        if defined and isinstance(value, DictConfig):
+            yield from _keys(value, f"{prefix}{key}.")
+
+
+def _no_such_setting(key: str, known: list[str]) -> str:
+    """The error for one unknown key: close names beside it, else close names anywhere, else those beside it."""
+    parent, _, name = key.rpartition(".")
+    siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent]
+    close = [f"{parent}.{s}" if parent else s for s in difflib.get_close_matches(name, siblings, n=3)]
+    if not close:
+        names = difflib.get_close_matches(name, {k.rpartition(".")[2] for k in known}, n=3)
+        close = [k for k in known if k.rpartition(".")[2] in names][:3]
+    if close:
+        return f"+{key}: no such setting; did you mean {' or '.join(close)}?"
+    return f"+{key}: no such setting; the settings {f'of {parent} ' if parent else ''}are: {', '.join(siblings)}"
 
 
 def register() -> None:

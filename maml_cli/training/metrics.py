@@ -16,7 +16,12 @@ def metric_name(learner: MetaLearner) -> str:
 
 
 def is_better(metric: str, value: float, best: float | None) -> bool:
-    return best is None or (value > best if metric == "acc" else value < best)
+    """Whether ``value`` beats ``best`` (None: no score yet); a non-finite score is worse than any finite one."""
+    if best is None:
+        return True
+    if not math.isfinite(value):
+        return False
+    return not math.isfinite(best) or (value > best if metric == "acc" else value < best)
 
 
 def mean_ci95(values: Tensor) -> tuple[float, float]:

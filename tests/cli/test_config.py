@@ -5,12 +5,25 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra import compose, initialize_config_module
+from hydra.errors import MissingConfigException
+
+from maml_cli.cli.schema import validate
+from maml_cli.config import AdaptConfig, EvalConfig, TrainConfig
+from maml_cli.errors import MamlError
 
 BIN = Path(sys.executable).parent
+SCHEMAS = {"train": TrainConfig, "eval": EvalConfig, "adapt": AdaptConfig}
 
 
 def maml_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "maml-train"), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def composed(command: str, *overrides: str):
+    """The config that ``maml-<command> *overrides`` would run, validated in-process."""
+    with initialize_config_module(config_module="maml_cli.conf", version_base="1.3"):
+        return validate(compose(config_name=command, overrides=list(overrides)), SCHEMAS[command])
 
 
 def test_shorthand_keys_reach_every_consumer(tmp_path):
@@ -36,6 +49,8 @@ def test_dataset_selects_its_model_and_defaults(tmp_path):
         ("ways=five", "Value 'five' of type 'str' could not be converted to Integer"),
         ("wayz=5", "Key 'wayz' not in 'TrainConfig'"),
         ("dataset=omniglott", "Could not find 'dataset/omniglott'"),
+        ("experiment=nonexistent", "Could not find 'experiment/nonexistent'"),
+        ("+algorithm.lrr=0.5", "Error: +algorithm.lrr: no such setting; did you mean algorithm.lr?"),
         ("ways=1", "ways=1 is out of range: it must be >= 2"),
         ("shots=0", "shots=0 is out of range: it must be >= 1"),
         ("queries=0", "queries=0 is out of range: it must be >= 1"),
@@ -53,3 +68,63 @@ def test_bad_input_exits_with_a_clear_message_and_no_traceback(tmp_path, overrid
     assert result.returncode != 0
     assert message in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    "override, options",
+    [
+        ("experiment=nonexistent", ["omniglot_5w1s", "miniimagenet_5w5s", "sinusoid_10shot"]),
+        ("launcher=jobib", ["joblib", "slurm", "submitit_local"]),
+        ("sweep=typo", ["optuna", "ways_shots"]),
+    ],
+)
+def test_a_preset_that_does_not_exist_is_an_error_listing_the_presets(override, options):
+    group, value = override.split("=")
+    with pytest.raises(MissingConfigException) as error:
+        composed("train", override)
+    message = str(error.value)
+    assert f"Could not find '{group}/{value}'" in message
+    assert f"Available options in '{group}':" in message and all(f"\t{o}\n" in message for o in options)
+
+
+def test_presets_of_the_user_search_path_are_selectable_and_listed(tmp_path):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\nname: mine\nways: 3\n")
+    searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+    assert (composed("train", searchpath, "experiment=mine").ways, composed("train", searchpath).ways) == (3, 5)
+    with pytest.raises(MissingConfigException, match="Could not find 'experiment/min'") as error:
+        composed("train", searchpath, "experiment=min")
+    assert "\tmine\n" in str(error.value) and "\tomniglot_5w1s\n" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "command, overrides, message",
+    [
+        ("train", ["+algorithm.lrr=0.5"], "+algorithm.lrr: no such setting; did you mean algorithm.lr?"),
+        ("train", ["+wayz=5"], "+wayz: no such setting; did you mean ways?"),
+        ("train", ["+lr=0.1"], "+lr: no such setting; did you mean algorithm.lr or optimizer.lr?"),
+        ("train", ["+algoritm.lr=0.1"], "+algoritm: no such setting; did you mean algorithm?"),
+        ("train", ["+unknown=1"], "+unknown: no such setting; the settings are: ways, shots, queries, "),
+        ("train", ["+dataset.colour=red"], "+dataset.colour: no such setting; the settings of dataset are: ways, "),
+        ("eval", ["run=x", "+stepz=20"], "+stepz: no such setting; did you mean steps?"),
+        ("adapt", ["run=x", "query=q", "+suport=s"], "+suport: no such setting; did you mean support?"),
+    ],
+)
+def test_an_appended_key_that_no_schema_defines_is_an_error_naming_it(command, overrides, message):
+    with pytest.raises(MamlError) as error:
+        composed(command, *overrides)
+    assert str(error.value).startswith(message)
+
+
+def test_every_appended_key_that_no_schema_defines_is_named():
+    with pytest.raises(MamlError) as error:
+        composed("train", "+unknown=1", "+algorithm.lrr=0.5")
+    assert [line.split(":")[0] for line in str(error.value).splitlines()] == ["+algorithm.lrr", "+unknown"]
+
+
+def test_a_preset_that_does_not_exist_fails_a_multirun_before_any_job_runs(tmp_path):
+    result = maml_train("-m", "experiment=sinusoid_5shot,nonexistent", f"hydra.sweep.dir={tmp_path}/sweep",
+                        cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Could not find 'experiment/nonexistent'" in result.stderr and "\tsinusoid_5shot\n" in result.stderr
+    assert not (tmp_path / "sweep" / "0").exists()
