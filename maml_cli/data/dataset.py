@@ -81,9 +81,11 @@ class ImageDataset(FewShotDataset):
     def _tasks(self, split: str, ways: int, shots: int, queries: int, device: torch.device) -> tuple[Plan, Realize]:
         check_positive(ways=ways, shots=shots, queries=queries)
         pool = self._pools[split]
-        if ways > len(pool.names):
-            raise MamlError(f"ways={ways} but split {split!r} of {self.name} has only {len(pool.names)} classes; "
-                            f"choose ways <= {len(pool.names)}")
+        classes = len(pool.names)
+        if ways > classes:
+            advice = f"choose ways <= {classes}" if classes > 1 else "a task needs at least 2 classes: add some"
+            raise MamlError(f"ways={ways} but split {split!r} of {self.name} has only {classes} "
+                            f"class{'es' * (classes != 1)}; {advice}")
         smallest = int(pool.counts.argmin())
         if shots + queries > pool.counts[smallest]:
             raise MamlError(f"shots+queries={shots + queries} but class {pool.names[smallest]!r} in split {split!r} of "

@@ -21,7 +21,7 @@ from maml_cli.data.dataset import ImageDataset
 from maml_cli.data.images import decode_images
 from maml_cli.data.sampler import ClassPool
 from maml_cli.data.splits import omniglot_split
-from maml_cli.data.storage import cached, data_roots, find_root, fingerprint
+from maml_cli.data.storage import cached, data_roots, find_root, fingerprint, is_clutter
 from maml_cli.errors import MamlError
 
 URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
@@ -76,9 +76,11 @@ def _download(root: Path, archives: list[str]) -> None:
 
 
 def _pngs(source: Path, stack: ExitStack) -> dict[str, tuple[str, Callable[[], Path | bytes]]]:
-    """``<archive>/<alphabet>/<character>/<file>.png`` -> (name for messages, reader) in a zip or folder."""
+    """``<archive>/<alphabet>/<character>/<file>.png`` -> (name for messages, reader) in a zip or folder,
+    without macOS clutter (``__MACOSX/``, ``._*``)."""
     if source.is_dir():
-        return {p.relative_to(source.parent).as_posix(): (str(p), lambda p=p: p) for p in source.rglob("*.png")}
+        pngs = {p.relative_to(source.parent).as_posix(): p for p in source.rglob("*.png")}
+        return {rel: (str(p), lambda p=p: p) for rel, p in pngs.items() if not is_clutter(rel)}
     try:
         archive = stack.enter_context(zipfile.ZipFile(source))
     except (zipfile.BadZipFile, OSError) as err:
@@ -91,7 +93,8 @@ def _pngs(source: Path, stack: ExitStack) -> dict[str, tuple[str, Callable[[], P
         except (zipfile.BadZipFile, zlib.error, OSError) as err:
             raise MamlError(f"corrupt file {member} in Omniglot archive {source} ({err}); replace the archive") from err
 
-    return {m: (f"{source}:{m}", lambda m=m: read(m)) for m in archive.namelist() if m.endswith(".png")}
+    return {m: (f"{source}:{m}", lambda m=m: read(m)) for m in archive.namelist()
+            if m.endswith(".png") and not is_clutter(m)}
 
 
 def _build(sources: dict[str, Path], size: int, resample: str) -> dict[str, Any]:

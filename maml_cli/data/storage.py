@@ -33,6 +33,12 @@ def find_root(cfg: Any, has_data: Callable[[Path], bool]) -> Path | None:
     return next((root for root in data_roots(cfg) if has_data(root)), None)
 
 
+def is_clutter(path: str) -> bool:
+    """Whether ``path`` (``/``-separated, relative to the data) is not data: under a ``__MACOSX/`` folder, or
+    hidden (``.DS_Store``, ``._*`` AppleDouble files), as macOS leaves them in archives and folders."""
+    return any(part == "__MACOSX" or part.startswith(".") for part in path.split("/"))
+
+
 def cache_dir(cfg: Any) -> Path:
     return Path(cfg.cache_dir or os.environ.get("MAML_CACHE_DIR") or "~/.cache/maml_cli").expanduser()
 

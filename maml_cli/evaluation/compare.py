@@ -32,9 +32,12 @@ class Run:
 
     @property
     def score(self) -> float:
-        """What ranks the runs: the test mean, else the best validation mean; higher is better (unscored: last)."""
+        """What ranks the runs: the test mean, else the best validation mean; higher is better.
+
+        Unscored runs and non-finite scores (a diverged run's NaN) rank last.
+        """
         result = self.results.get("test") or self.validation
-        if result is None:
+        if result is None or not math.isfinite(result["mean"]):
             return -math.inf
         return result["mean"] if self.results["metric"] == "acc" else -result["mean"]
 
@@ -50,15 +53,37 @@ def find_runs(paths: list[Path]) -> list[Run]:
     base = os.path.commonpath([f.parent.resolve() for f in found]) if len(found) > 1 else None
     runs = []
     for file in found:
-        try:
-            results = json.loads(file.read_text())
-        except json.JSONDecodeError as error:
-            raise MamlError(f"cannot read {file}: {error}") from None
         name = os.path.relpath(file.parent.resolve(), base) if base else file.parent.name
-        runs.append(Run(name, results))
+        runs.append(Run(name, _read_results(file)))
     if len({r.results["metric"] for r in runs}) > 1:
         raise MamlError("cannot rank classification runs (accuracy) against regression runs (MSE); compare them apart")
     return runs
+
+
+def _read_results(file: Path) -> dict:
+    """The results in ``file``, checked to hold what ``maml-compare`` reads."""
+    expected = ("expected a training run's results.json: a JSON object with metric (acc or mse), best {step}, "
+                "validation [{step, mean, ci95}, ...], test (null or {mean, ci95}) and config {...}")
+    try:
+        results = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # not UTF-8 (UnicodeDecodeError) or not JSON (JSONDecodeError)
+        raise MamlError(f"cannot read {file} ({error}); {expected}") from None
+    if not isinstance(results, dict):
+        raise MamlError(f"{file} holds {json.dumps(results)[:40]}, not a JSON object; {expected}")
+
+    def numbers(entry, keys: tuple[str, ...]) -> bool:
+        return isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in keys)
+
+    valid = {"metric": results.get("metric") in ("acc", "mse"),
+             "best": isinstance(results.get("best"), dict) and "step" in results["best"],
+             "validation": isinstance(results.get("validation"), list)
+             and all(numbers(v, ("step", "mean", "ci95")) for v in results["validation"]),
+             "test": results.get("test") is None or numbers(results["test"], ("mean", "ci95")),
+             "config": isinstance(results.get("config"), dict)}
+    if not all(valid.values()):
+        raise MamlError(f"{file} has missing or malformed {', '.join(k for k, ok in valid.items() if not ok)}; "
+                        f"{expected}")
+    return results
 
 
 def differing(runs: list[Run]) -> list[str]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from maml_cli.data import ImageFolder, load_class_folders, load_image
 from maml_cli.data.config import FolderConfig
@@ -44,6 +46,18 @@ def test_any_size_and_colour_mode_becomes_the_configured_channels_and_size(tmp_p
         images, labels, names = load_class_folders(root, channels, image_size=6)
         assert images.shape == (12, channels, 6, 6) and images.dtype == torch.uint8
         assert labels.tolist() == [0] * 6 + [1] * 6 and names == ["a", "b"]
+
+
+@pytest.mark.parametrize("suffix, mode", [("png", "I;16"), ("pgm", "I")])
+def test_16_bit_images_are_scaled_to_8_bits_not_clipped(tmp_path, suffix, mode):
+    deep = np.random.default_rng(0).permutation(np.linspace(0, 65535, 144).round().astype(np.uint16)).reshape(12, 12)
+    Image.fromarray(deep).save(tmp_path / f"deep.{suffix}")
+    Image.fromarray((deep / 257).round().astype(np.uint8)).save(tmp_path / "eight.png")
+    assert Image.open(tmp_path / f"deep.{suffix}").mode == mode  # PIL's own conversion clips these to 255
+    for channels in (1, 3):
+        image = load_image(tmp_path / f"deep.{suffix}", channels, image_size=12)
+        assert (image - load_image(tmp_path / "eight.png", channels, image_size=12)).abs().max() <= 1 / 255
+        assert image.min() == 0 and image.max() == 1 and abs(image.mean() - 0.5) < 0.01
 
 
 def test_load_image_gives_a_float_image_in_zero_one(tmp_path, image_file):
@@ -104,3 +118,21 @@ def test_bad_split_ratios_and_missing_root_are_refused(tmp_path, class_tree):
         load(root, tmp_path, split_ratios=[0.5, 0.5, 0.5])
     with pytest.raises(MamlError, match="image folder not found"):
         load(tmp_path / "missing", tmp_path)
+
+
+def test_macos_clutter_is_neither_a_class_nor_an_image(split_folders, tmp_path):
+    clean = load(split_folders, tmp_path)
+    for clutter in ("__MACOSX/train/cat/._00.png", "train/__MACOSX/._cat", "train/cat/._00.png", "train/.DS_Store",
+                    "val/fox/.DS_Store"):
+        (split_folders / clutter).parent.mkdir(parents=True, exist_ok=True)
+        (split_folders / clutter).write_bytes(b"\x00\x05\x16\x07 AppleDouble, not an image")
+    data = load(split_folders, tmp_path / "other")
+    for split in data.splits:
+        assert data.pool(split).names == clean.pool(split).names
+        assert torch.equal(data.pool(split).images, clean.pool(split).images)
+
+
+def test_a_split_of_one_class_says_a_task_needs_two(split_folders, tmp_path):
+    shutil.rmtree(split_folders / "val" / "gnu")
+    with pytest.raises(MamlError, match=r"ways=2 but split 'val' of folder has only 1 class; a task needs at least 2"):
+        load(split_folders, tmp_path).sampler("val", 2, 1, 1)

@@ -61,6 +61,23 @@ def test_reads_the_zip_archives_and_their_extracted_folders_alike(tmp_path):
     assert from_folders.names == from_zip.names and torch.equal(from_folders.images, from_zip.images)
 
 
+def test_macos_clutter_in_the_archives_and_their_extracted_folders_is_skipped(tmp_path):
+    clean = Omniglot(config(tmp_path))
+    for archive, characters in CHARACTERS.items():
+        with zipfile.ZipFile(tmp_path / "omniglot" / f"{archive}.zip", "a") as zf:
+            zf.writestr("__MACOSX/", b"")
+            for member in (f"__MACOSX/{archive}/{characters[0]}/._0000_01.png", f"{archive}/.DS_Store",
+                           f"{archive}/{characters[0]}/._0000_01.png"):
+                zf.writestr(member, b"\x00\x05\x16\x07 AppleDouble, not a png")
+            zf.extractall(tmp_path / "extracted")
+    from_zip = Omniglot(config(tmp_path, cache_dir=str(tmp_path / "cache2")))
+    from_folders = Omniglot(config(tmp_path, root=str(tmp_path / "extracted"), cache_dir=str(tmp_path / "cache3")))
+    for data in (from_zip, from_folders):
+        for split in clean.splits:
+            assert data.pool(split).names == clean.pool(split).names
+            assert torch.equal(data.pool(split).images, clean.pool(split).images)
+
+
 def test_lake_split_puts_background_alphabets_in_train_and_val_and_evaluation_alphabets_in_test(tmp_path):
     data = Omniglot(config(tmp_path))
     assert data.pool("test").names == ("Gamma/character01",)

@@ -5,6 +5,8 @@ import numpy as np
 from PIL import Image
 
 from evaluation_helpers import cli
+from maml_cli.config import AdaptConfig
+from maml_cli.evaluation import adapt_folders
 
 
 def image(path, size, mode="RGB", seed=0):
@@ -43,3 +45,18 @@ def test_writes_the_csv_where_output_says(omniglot_run, tmp_path):
 
     assert target.read_text().splitlines()[0] == "file,class,probability"
     assert len(target.read_text().splitlines()) == 2
+
+
+def test_names_a_spreadsheet_would_run_as_formulas_are_escaped(omniglot_run, tmp_path):
+    for name in ("=cmd", "b"):
+        image(tmp_path / "support" / name / "0.png", (28, 28), seed=len(name))
+    queries = ["=1+1.png", "+a.png", "-b.png", "@c.png", "\tt.png", "\rr.png", "plain.png"]
+    for i, name in enumerate(queries):
+        image(tmp_path / "query" / name, (28, 28), seed=i)
+    config = AdaptConfig(run=str(omniglot_run), support=str(tmp_path / "support"), query=str(tmp_path / "query"))
+
+    with adapt_folders(config, tmp_path / "out").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+
+    assert sorted(row["file"] for row in rows) == sorted(["'" + q for q in queries[:-1]] + ["plain.png"])
+    assert {row["class"] for row in rows} <= {"'=cmd", "b"}

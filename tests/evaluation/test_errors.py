@@ -1,5 +1,8 @@
 """Wrong checkpoints and unfit folders are one-line errors (MamlError), never tracebacks."""
+import errno
+import os
 import shutil
+import tempfile
 
 import pytest
 import torch
@@ -62,15 +65,61 @@ def folders(tmp_path):
     return tmp_path
 
 
-def adapt(run, folders):
-    return adapt_folders(AdaptConfig(run=str(run), support=str(folders / "support"), query=str(folders / "query")),
-                         folders / "out")
+def adapt(run, folders, **changes):
+    config = AdaptConfig(run=str(run), support=str(folders / "support"), query=str(folders / "query"), **changes)
+    return adapt_folders(config, folders / "out")
 
 
 def test_a_support_folder_with_one_class(omniglot_run, folders):
     shutil.rmtree(folders / "support" / "b")
-    with pytest.raises(MamlError, match=r"has only one class \(a\)"):
+    with pytest.raises(MamlError, match=r"support folder .*support has 1 class \(a\), but at least 2 classes are "
+                                        r"needed: put each class's images in its own sub-folder"):
         adapt(omniglot_run, folders)
+
+
+def test_an_output_that_is_a_folder_is_refused_and_left_as_it_was(omniglot_run, folders):
+    (folders / "results").mkdir()
+    (folders / "results" / "keep.csv").write_text("mine")
+    with pytest.raises(MamlError, match=rf"^output={folders / 'results'} is a folder; give the path of a CSV file, "
+                                        rf"e\.g\. output={folders / 'results' / 'predictions.csv'}$"):
+        adapt(omniglot_run, folders, output=str(folders / "results"))
+    assert [(p.name, p.read_text()) for p in (folders / "results").iterdir()] == [("keep.csv", "mine")]
+
+
+def test_an_output_inside_a_file_is_one_line_and_the_file_is_left_as_it_was(omniglot_run, folders):
+    (folders / "notes.txt").write_text("mine")
+    output = folders / "notes.txt" / "sub" / "predictions.csv"
+    done = cli("adapt", f"run={omniglot_run}", f"support={folders / 'support'}", f"query={folders / 'query'}",
+               f"output={output}", f"hydra.run.dir={folders / 'out'}", cwd=folders, check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f"Error: cannot write output={output}: {folders / 'notes.txt'} is a file, not a "
+                                   "folder; give the path of a CSV file in a folder")
+    assert (folders / "notes.txt").read_text() == "mine"
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(omniglot_run, folders, monkeypatch):
+    def read_only(dir):  # what a folder without write permission does (root, running the tests, may write anywhere)
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    with pytest.raises(MamlError, match=rf"cannot write output=.*p\.csv: Permission denied \({folders / 'locked'}\); "
+                                        "give the path of a CSV file in a folder you can write"):
+        adapt(omniglot_run, folders, output=str(folders / "locked" / "p.csv"))
+
+
+def test_a_failed_write_leaves_an_earlier_csv_whole_and_no_stray_file(omniglot_run, folders, monkeypatch):
+    earlier = folders / "p.csv"
+    earlier.write_text("file,class,probability\nold.png,a,0.900000\n")
+    before = sorted(p.name for p in folders.iterdir())
+
+    def disk_full(src, dst):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(MamlError, match=r"cannot write .*p\.csv: No space left on device"):
+        adapt(omniglot_run, folders, output=str(earlier))
+    assert earlier.read_text() == "file,class,probability\nold.png,a,0.900000\n"
+    assert sorted(p.name for p in folders.iterdir()) == before
 
 
 def test_an_empty_class_folder(omniglot_run, folders):
