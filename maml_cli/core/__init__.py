@@ -1,4 +1,5 @@
-"""The meta-learning core: a library usable from Python without Hydra."""
+"""The meta-learning core: a library usable from Python without Hydra (or the rest of maml_cli)."""
+
 from maml_cli.core.config import (
     AdaptScope,
     BatchNormPolicy,
@@ -10,6 +11,7 @@ from maml_cli.core.config import (
 from maml_cli.core.inner_lr import InnerLearningRates
 from maml_cli.core.learner import AdaptationCurve, MetaLearner, StepStats
 from maml_cli.core.outer import build_optimizer, build_scheduler, clip_meta_gradient
+from maml_cli.core.tasks import TaskBatch
 
 __all__ = [
     "AdaptScope",
@@ -22,6 +24,7 @@ __all__ = [
     "MetaLearner",
     "OptimizerConfig",
     "StepStats",
+    "TaskBatch",
     "build_optimizer",
     "build_scheduler",
     "clip_meta_gradient",

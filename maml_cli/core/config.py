@@ -1,30 +1,41 @@
 """Typed settings of the inner loop (the ``algorithm`` config group) and of the outer optimiser."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Optional
+from typing import TypeVar
 
 from maml_cli.errors import MamlError
 
+E = TypeVar("E", bound=Enum)
+
 
 class LrGranularity(str, Enum):
+    """How many inner learning rates α there are."""
+
     scalar = "scalar"  # one α for every parameter (MAML)
     per_layer = "per_layer"  # one α per parameter tensor (MAML++'s LSLR when per_step and learned)
     per_element = "per_element"  # one α per weight (Meta-SGD when learned)
 
 
 class AdaptScope(str, Enum):
+    """Which parameters the inner loop adapts."""
+
     all = "all"  # every trainable parameter adapts in the inner loop
     head = "head"  # only the head (ANIL); the body is meta-learned but never adapted
 
 
 class BatchNormPolicy(str, Enum):
+    """Which statistics BatchNorm normalises with."""
+
     transductive = "transductive"  # batch statistics of the set being processed, always (MAML paper)
     per_step = "per_step"  # MAML++: running statistics per inner step, used at evaluation
 
 
 class Engine(str, Enum):
+    """How the tasks of a meta-batch run (see ``maml_cli.core.engines``)."""
+
     auto = "auto"  # threads on CPU (loop for large tasks and models with dropout), vmap on accelerators
     loop = "loop"  # one task at a time, gradients accumulated (flat memory)
     threads = "threads"  # one task at a time per CPU thread, each with one intra-op thread
@@ -44,7 +55,7 @@ class InnerLoopConfig:
 
     steps: int = 1  # inner steps during meta-training
     eval_steps: int = 10  # inner steps at validation / test time
-    lr: float = 0.4  # α (initial value when learned)
+    lr: float = 0.4  # α; with learn_lr only the initial value: MetaLearner.inner_lr(step, name) is the current one
     first_order: bool = False  # FOMAML: ∂θ'/∂θ taken as I
     first_order_iterations: int = 0
     learn_lr: bool = False
@@ -70,6 +81,8 @@ class InnerLoopConfig:
 
 
 class OptimizerName(str, Enum):
+    """The ``torch.optim`` optimiser of the outer loop."""
+
     adam = "adam"
     adamw = "adamw"
     sgd = "sgd"
@@ -77,6 +90,8 @@ class OptimizerName(str, Enum):
 
 
 class Schedule(str, Enum):
+    """The meta-learning rate's schedule."""
+
     constant = "constant"
     cosine = "cosine"
 
@@ -91,7 +106,7 @@ class OptimizerConfig:
     momentum: float = 0.0  # sgd / rmsprop only
     schedule: Schedule = Schedule.constant
     min_lr: float = 1e-5  # end of the cosine schedule
-    clip_grad_norm: Optional[float] = None  # meta-gradient norm clipping
+    clip_grad_norm: float | None = None  # meta-gradient norm clipping
 
     def __post_init__(self) -> None:
         self.name = _enum(OptimizerName, self.name, "optimizer.name")
@@ -105,14 +120,22 @@ class OptimizerConfig:
 
 
 def check_range(key: str, value: float, minimum: float, exclusive: bool = False, maximum: float | None = None) -> None:
-    """Raise MamlError unless ``value`` ≥ ``minimum`` (or > when ``exclusive``) and ≤ ``maximum`` if given."""
+    """Raise MamlError unless ``value`` ≥ ``minimum`` (or > when ``exclusive``) and ≤ ``maximum`` if given.
+
+    Args:
+        key: The setting's name, for the message.
+        value: Its value.
+        minimum: The lower bound.
+        exclusive: Whether ``minimum`` itself is out of range.
+        maximum: The upper bound, if any.
+    """
     if value < minimum or (exclusive and value == minimum) or (maximum is not None and value > maximum):
         bound = f"> {minimum}" if exclusive else f">= {minimum}"
         bound += f" and <= {maximum}" if maximum is not None else ""
         raise MamlError(f"{key}={value} is out of range: it must be {bound}")
 
 
-def _enum(kind: type[Enum], value, key: str):
+def _enum(kind: type[E], value: object, key: str) -> E:
     try:
         return kind(value)
     except ValueError:

@@ -1,5 +1,8 @@
 """Inner-loop learning rates α: fixed or learned, scalar / per layer / per element, shared or per step."""
+
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -7,21 +10,25 @@ from torch import Tensor, nn
 from maml_cli.core.config import LrGranularity
 
 
-def _key(name: str) -> str:
-    return name.replace(".", "__")
-
-
 class InnerLearningRates(nn.Module):
-    """Holds α for each adapted parameter; ``forward(step, name)`` returns the rate to use.
+    """Holds α for each adapted parameter; called as ``inner_lr(step, name)``, it gives the rate in use now.
 
     Rates are ``nn.Parameter``s, trainable only when ``learn`` is set, so that they are saved with
-    the model and can be passed to ``torch.func.functional_call`` like any other parameter.
-    Steps past the last per-step set (evaluation with more steps than training) reuse the last set.
+    the learner and can be passed to ``torch.func`` transforms like any other parameter. Steps past
+    the last per-step set (evaluation with more steps than training) reuse the last set.
+
+    Args:
+        params: The adapted parameters, by name.
+        init: The initial (or fixed) rate.
+        steps: The number of inner steps (the number of sets when ``per_step``).
+        granularity: One rate for all parameters, one per parameter tensor, or one per element.
+        per_step: A set of rates for each inner step, instead of one shared set.
+        learn: Whether the rates are meta-learned.
     """
 
     def __init__(
         self,
-        params: dict[str, Tensor],
+        params: Mapping[str, Tensor],
         init: float,
         steps: int,
         granularity: LrGranularity = LrGranularity.scalar,
@@ -30,29 +37,41 @@ class InnerLearningRates(nn.Module):
     ) -> None:
         super().__init__()
         self.granularity = LrGranularity(granularity)
-        sets = max(steps, 1) if per_step else 1
 
         def rate(param: Tensor) -> nn.Parameter:
             shape = param.shape if self.granularity is LrGranularity.per_element else ()
             return nn.Parameter(torch.full(shape, float(init), dtype=param.dtype), requires_grad=learn)
 
+        def one_set() -> dict[str, nn.Parameter]:
+            """A rate for each adapted parameter (one shared by all of them when scalar)."""
+            if self.granularity is LrGranularity.scalar:
+                return dict.fromkeys(params, rate(next(iter(params.values()))))
+            return {n: rate(p) for n, p in params.items()}
+
+        sets = [one_set() for _ in range(max(steps, 1) if per_step else 1)]
+        # Stored as one parameter per set (scalar) or a dict of them per set, keyed by parameter name ("__" for ".").
+        self.rates: nn.ParameterList | nn.ModuleList
         if self.granularity is LrGranularity.scalar:
-            template = next(iter(params.values()))
-            self.rates = nn.ParameterList([rate(template) for _ in range(sets)])
+            self.rates = nn.ParameterList([next(iter(s.values())) for s in sets])
         else:
-            self.rates = nn.ModuleList(
-                nn.ParameterDict({_key(n): rate(p) for n, p in params.items()}) for _ in range(sets)
-            )
+            self.rates = nn.ModuleList(nn.ParameterDict({n.replace(".", "__"): p for n, p in s.items()}) for s in sets)
+        key = {id(p): name for name, p in self.named_parameters()}
+        self.keys = [{n: key[id(p)] for n, p in s.items()} for s in sets]  # (set, parameter) -> rate's name here
 
-    def lookup(self, tensors: dict[str, Tensor], step: int, name: str) -> Tensor:
-        """α for parameter ``name`` at ``step``, read from ``tensors`` (this module's parameters, by name).
+    def rate(self, rates: dict[str, Tensor], step: int, name: str) -> Tensor:
+        """α of the adapted parameter ``name`` at inner step ``step``, taken from ``rates``.
 
-        A pure function of ``tensors``, so that learned rates can be differentiated functionally.
+        Args:
+            rates: This module's parameters by name (as ``named_parameters`` gives them), or stand-ins for
+                them, so that functional transforms can differentiate through the rates.
+            step: The inner step (0-based).
+            name: The parameter's name in the model.
+
+        Returns:
+            The rate: a scalar, or a tensor of the parameter's shape (``per_element``).
         """
-        index = min(step, len(self.rates) - 1)
-        if self.granularity is LrGranularity.scalar:
-            return tensors[f"rates.{index}"]
-        return tensors[f"rates.{index}.{_key(name)}"]
+        return rates[self.keys[min(step, len(self.keys) - 1)][name]]
 
     def forward(self, step: int, name: str) -> Tensor:
-        return self.lookup(dict(self.named_parameters()), step, name)
+        """The rate in use now: α of parameter ``name`` at inner step ``step`` (see ``rate``)."""
+        return self.rate(dict(self.named_parameters()), step, name)

@@ -1,14 +1,16 @@
 """The outer loop's optimiser and meta-learning-rate schedule, built from ``OptimizerConfig``."""
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
 from maml_cli.core.config import OptimizerConfig, OptimizerName, Schedule
 
-_OPTIMIZERS = {
+_OPTIMIZERS: dict[OptimizerName, type[torch.optim.Optimizer]] = {
     OptimizerName.adam: torch.optim.Adam,
     OptimizerName.adamw: torch.optim.AdamW,
     OptimizerName.sgd: torch.optim.SGD,
@@ -17,22 +19,49 @@ _OPTIMIZERS = {
 
 
 def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """The meta-optimiser over the trainable ``params`` (frozen ones are left out)."""
-    kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    """The meta-optimiser over the trainable ``params`` (frozen ones are left out).
+
+    Args:
+        params: The meta-parameters (a learner's ``parameters()``).
+        cfg: The optimiser's settings.
+
+    Returns:
+        The optimiser.
+    """
+    kwargs: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     if cfg.name in (OptimizerName.sgd, OptimizerName.rmsprop):
         kwargs["momentum"] = cfg.momentum
     return _OPTIMIZERS[cfg.name]([p for p in params if p.requires_grad], **kwargs)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, iterations: int):
-    """Constant meta-lr, or cosine annealing from ``lr`` to ``min_lr`` over ``iterations`` steps."""
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, iterations: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Constant meta-lr, or cosine annealing from ``lr`` to ``min_lr`` over ``iterations`` steps.
+
+    Args:
+        optimizer: The meta-optimiser.
+        cfg: Its settings (``schedule``, ``min_lr``).
+        iterations: The number of meta-training steps.
+
+    Returns:
+        The schedule, to step once per meta-training step.
+    """
     if cfg.schedule is Schedule.cosine:
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(iterations, 1), eta_min=cfg.min_lr)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
 def clip_meta_gradient(params: Iterable[nn.Parameter], cfg: OptimizerConfig) -> torch.Tensor | None:
-    """Clip the meta-gradient's global norm when ``clip_grad_norm`` is set; returns the norm before."""
+    """Clip the meta-gradient's global norm when ``clip_grad_norm`` is set.
+
+    Args:
+        params: The meta-parameters; those without a gradient are left out.
+        cfg: The optimiser's settings (``clip_grad_norm``).
+
+    Returns:
+        The norm before clipping, or ``None`` when clipping is off.
+    """
     if cfg.clip_grad_norm is None:
         return None
     return torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], cfg.clip_grad_norm)

@@ -3,18 +3,17 @@
 Everything is built in float64 explicitly (no global default-dtype change), so that gradients can be
 compared with finite differences and across engines to ~1e-10.
 """
+
 from __future__ import annotations
 
 import copy
 
 import pytest
-
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from maml_cli.core import InnerLoopConfig, MetaLearner
-from maml_cli.data.tasks import TaskBatch
+from maml_cli.core import InnerLoopConfig, MetaLearner, TaskBatch
 
 DTYPE = torch.float64
 EPS = torch.finfo(DTYPE).eps

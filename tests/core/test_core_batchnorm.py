@@ -1,4 +1,5 @@
 """BatchNorm policies: ``per_step`` (MAML++ running statistics per inner step) and ``transductive``."""
+
 from __future__ import annotations
 
 import copy
@@ -7,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core_helpers import classification_batch, conv_net, learner, meta_gradient, single_thread  # noqa: F401 (autouse fixture)
-from maml_cli.data.tasks import TaskBatch
+from maml_cli.core import TaskBatch
 from maml_cli.errors import MamlError
+from tests.core.core_helpers import classification_batch, conv_net, learner, meta_gradient, single_thread  # noqa: F401 (autouse fixture)
 
 
 def _per_step(steps=2, engine="loop", **kwargs):
@@ -86,16 +87,19 @@ def test_per_step_evaluation_scores_each_query_image_independently_of_the_others
     # A task's query loss is the mean of its images' losses, each scored as a one-image query set.
     whole = maml.evaluate(batch, steps=2).losses
     singles = torch.stack(
-        [maml.evaluate(_with_query(batch, batch.x_query[:, j : j + 1], batch.y_query[:, j : j + 1]), 2).losses
-         for j in range(batch.x_query.shape[1])]
+        [
+            maml.evaluate(_with_query(batch, batch.x_query[:, j : j + 1], batch.y_query[:, j : j + 1]), 2).losses
+            for j in range(batch.x_query.shape[1])
+        ]
     )
     torch.testing.assert_close(whole, singles.mean(0), rtol=1e-12, atol=1e-14)
 
     # Transductive BatchNorm, by contrast, normalises with the query set's own statistics.
     transductive = learner(conv_net(), steps=1)
     params = transductive.adapt(batch.x_support[0], batch.y_support[0], steps=2)
-    assert not torch.allclose(transductive.predict(params, batch.x_query[0])[:1],
-                              transductive.predict(params, batch.x_query[0][:2]))
+    assert not torch.allclose(
+        transductive.predict(params, batch.x_query[0])[:1], transductive.predict(params, batch.x_query[0][:2])
+    )
 
 
 @pytest.mark.parametrize("policy", ["per_step", "transductive"])

@@ -1,5 +1,6 @@
 """Dropout regularises meta-training only: ``evaluate``, ``adapt`` and ``predict`` turn it off (so that they are
 deterministic) while BatchNorm keeps its policy, and they leave every module's mode as they found it."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,15 +8,19 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from core_helpers import DTYPE, classification_batch, learner, single_thread  # noqa: F401 (autouse fixture)
+from tests.core.core_helpers import DTYPE, classification_batch, learner, single_thread  # noqa: F401 (autouse fixture)
 
 
 def _net(dropout: bool) -> nn.Sequential:
     """conv → BatchNorm (with running statistics) → tanh → dropout (or nothing) → linear, 1×6×6 inputs."""
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Tanh(),
-        nn.Dropout(0.5) if dropout else nn.Identity(), nn.Flatten(), nn.Linear(3 * 6 * 6, 3),
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.Tanh(),
+        nn.Dropout(0.5) if dropout else nn.Identity(),
+        nn.Flatten(),
+        nn.Linear(3 * 6 * 6, 3),
     ).to(DTYPE)
 
 

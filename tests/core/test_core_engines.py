@@ -6,6 +6,7 @@ torch.func.grad through native F.batch_norm(training=True) — grad(vmap(f)) —
 gradients. The vmap engine uses vmap(grad(f)); the BatchNorm cases below (second order, 1–3 steps)
 check it against the loop engine and against finite differences.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -14,8 +15,8 @@ import pytest
 import torch
 
 from maml_cli.core import Engine
-from core_helpers import (
-    single_thread,  # noqa: F401 (autouse fixture)
+from maml_cli.core.engines import choose_engine
+from tests.core.core_helpers import (
     DTYPE,
     ROUNDING,
     assert_accuracy_of,
@@ -27,6 +28,7 @@ from core_helpers import (
     meta_gradient,
     mlp,
     relative_error,
+    single_thread,  # noqa: F401 (autouse fixture)
 )
 
 VARIANTS = {
@@ -39,7 +41,11 @@ VARIANTS = {
     "order_annealing_first_order_phase": dict(steps=2, first_order_iterations=10),
     "per_step_batchnorm": dict(steps=2, batchnorm="per_step"),
     "everything": dict(
-        steps=3, learn_lr=True, lr_per_step=True, lr_granularity="per_layer", multi_step_loss_iterations=10,
+        steps=3,
+        learn_lr=True,
+        lr_per_step=True,
+        lr_granularity="per_layer",
+        multi_step_loss_iterations=10,
         batchnorm="per_step",
     ),
 }
@@ -164,8 +170,8 @@ def test_threads_engine_is_reproducible_and_leaves_the_thread_settings_as_it_fou
 
 def test_auto_engine_threads_small_tasks_on_cpu_but_loops_for_large_tasks_and_random_models():
     batch = classification_batch(tasks=2)
-    assert learner(conv_net(), engine="auto")._engine(batch) is Engine.threads
+    assert choose_engine(Engine.auto, batch, conv_net()) is Engine.threads
     large = classification_batch(tasks=2, ways=20, shots=1, queries=15, shape=(1, 28, 28))  # Omniglot 20w1s: 250,880
-    assert learner(conv_net(), engine="auto")._engine(large) is Engine.loop  # side by side: twice the memory
+    assert choose_engine(Engine.auto, large, conv_net()) is Engine.loop  # side by side: twice the memory
     dropout = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.1), torch.nn.Linear(36, 3)).to(DTYPE)
-    assert learner(dropout, engine="auto")._engine(batch) is Engine.loop  # seeded runs stay reproducible
+    assert choose_engine(Engine.auto, batch, dropout) is Engine.loop  # seeded runs stay reproducible

@@ -1,4 +1,5 @@
 """Meta-training does not leak: memory and live tensors stay flat over many meta-iterations."""
+
 from __future__ import annotations
 
 import gc
@@ -9,10 +10,9 @@ import warnings
 import pytest
 import torch
 
-from core_helpers import single_thread  # noqa: F401 (autouse fixture)
-from maml_cli.core import InnerLoopConfig, MetaLearner, OptimizerConfig, build_optimizer
-from maml_cli.data.tasks import TaskBatch
+from maml_cli.core import InnerLoopConfig, MetaLearner, OptimizerConfig, TaskBatch, build_optimizer
 from maml_cli.models import Conv4
+from tests.core.core_helpers import single_thread  # noqa: F401 (autouse fixture)
 
 MiB = 1024 * 1024
 
@@ -36,8 +36,10 @@ def _live_tensors() -> int:
 def _batch(g: torch.Generator, tasks=2, ways=3, shots=1, queries=2) -> TaskBatch:
     labels = lambda n: torch.arange(ways).repeat_interleave(n).expand(tasks, -1).clone()  # noqa: E731
     return TaskBatch(
-        torch.randn(tasks, ways * shots, 1, 28, 28, generator=g), labels(shots),
-        torch.randn(tasks, ways * queries, 1, 28, 28, generator=g), labels(queries),
+        torch.randn(tasks, ways * shots, 1, 28, 28, generator=g),
+        labels(shots),
+        torch.randn(tasks, ways * queries, 1, 28, 28, generator=g),
+        labels(queries),
     )
 
 

@@ -2,6 +2,7 @@
 
 Meta-objective: L(θ) = mean over tasks of L_query(θ'ᵢ), θ'ᵢ = θ after k steps θ ← θ − α ∇L_support.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.nn.utils import parameters_to_vector
 
-from core_helpers import (
-    single_thread,  # noqa: F401 (autouse fixture)
+from tests.core.core_helpers import (
     DTYPE,
     EPS,
     central_difference,
@@ -21,6 +21,7 @@ from core_helpers import (
     meta_gradient,
     mlp,
     relative_error,
+    single_thread,  # noqa: F401 (autouse fixture)
 )
 
 MODELS = {
@@ -68,8 +69,11 @@ def test_second_order_meta_gradient_equals_finite_differences_in_every_coordinat
     assert stats.loss.item() == pytest.approx(_reference_meta_loss(net, batch, theta, steps, 0.5), rel=1e-12)
     fd = torch.tensor(
         [
-            (_reference_meta_loss(net, batch, theta + eps * e, steps, 0.5)
-             - _reference_meta_loss(net, batch, theta - eps * e, steps, 0.5)) / (2 * eps)
+            (
+                _reference_meta_loss(net, batch, theta + eps * e, steps, 0.5)
+                - _reference_meta_loss(net, batch, theta - eps * e, steps, 0.5)
+            )
+            / (2 * eps)
             for e in torch.eye(theta.numel(), dtype=DTYPE)
         ]
     )
@@ -141,9 +145,7 @@ def test_zero_inner_steps_meta_gradient_is_plain_query_loss_gradient():
     for engine in ("loop", "vmap"):
         stats, analytic, _ = meta_gradient(learner(net, steps=0, engine=engine), batch)
         net.zero_grad()
-        loss = torch.stack(
-            [F.cross_entropy(net(batch.x_query[i]), batch.y_query[i]) for i in range(len(batch))]
-        ).mean()
+        loss = torch.stack([F.cross_entropy(net(batch.x_query[i]), batch.y_query[i]) for i in range(len(batch))]).mean()
         loss.backward()
         expected = parameters_to_vector([p.grad for p in net.parameters()])
         net.zero_grad()

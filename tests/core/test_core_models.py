@@ -1,20 +1,24 @@
 """Smoke tests: the literature's Conv4 (stride / max pooling, 28×28 / 84×84) and MLP in both engines."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from core_helpers import single_thread  # noqa: F401 (autouse fixture)
-from maml_cli.core import InnerLoopConfig, MetaLearner
-from maml_cli.data.tasks import TaskBatch
+from maml_cli.core import InnerLoopConfig, MetaLearner, TaskBatch
 from maml_cli.models import MLP, Conv4
+from tests.core.core_helpers import single_thread  # noqa: F401 (autouse fixture)
 
 
 def _classification(tasks, ways, shape, shots=1, queries=2, seed=0) -> TaskBatch:
     g = torch.Generator().manual_seed(seed)
     labels = lambda n: torch.arange(ways).repeat_interleave(n).expand(tasks, -1).clone()  # noqa: E731
-    return TaskBatch(torch.randn(tasks, ways * shots, *shape, generator=g), labels(shots),
-                     torch.randn(tasks, ways * queries, *shape, generator=g), labels(queries))
+    return TaskBatch(
+        torch.randn(tasks, ways * shots, *shape, generator=g),
+        labels(shots),
+        torch.randn(tasks, ways * queries, *shape, generator=g),
+        labels(queries),
+    )
 
 
 def _regression(tasks=3, shots=5, seed=0) -> TaskBatch:
@@ -26,10 +30,14 @@ def _regression(tasks=3, shots=5, seed=0) -> TaskBatch:
 
 
 CASES = {
-    "conv4_stride_28": (lambda track: Conv4(3, 1, hidden=8, image_size=28, pooling="stride", track_running_stats=track),
-                        (1, 28, 28)),
-    "conv4_maxpool_84": (lambda track: Conv4(3, 3, hidden=8, image_size=84, pooling="max", track_running_stats=track),
-                         (3, 84, 84)),
+    "conv4_stride_28": (
+        lambda track: Conv4(3, 1, hidden=8, image_size=28, pooling="stride", track_running_stats=track),
+        (1, 28, 28),
+    ),
+    "conv4_maxpool_84": (
+        lambda track: Conv4(3, 3, hidden=8, image_size=84, pooling="max", track_running_stats=track),
+        (3, 84, 84),
+    ),
 }
 
 

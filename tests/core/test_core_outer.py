@@ -1,4 +1,5 @@
 """The outer loop: optimisers by name, the meta-learning-rate schedule and meta-gradient clipping."""
+
 from __future__ import annotations
 
 import math
@@ -7,12 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from core_helpers import single_thread  # noqa: F401 (autouse fixture)
 from maml_cli.core import OptimizerConfig, build_optimizer, build_scheduler, clip_meta_gradient
 from maml_cli.errors import MamlError
+from tests.core.core_helpers import single_thread  # noqa: F401 (autouse fixture)
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
-              "rmsprop": torch.optim.RMSprop}
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+}
 
 
 def _params():

@@ -1,11 +1,13 @@
 """Meta-SGD, ANIL, MAML++ (LSLR, multi-step loss), derivative-order annealing and frozen parameters."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from core_helpers import (
-    single_thread,  # noqa: F401 (autouse fixture)
+from maml_cli.core import OptimizerConfig, build_optimizer
+from maml_cli.errors import MamlError
+from tests.core.core_helpers import (
     DTYPE,
     EPS,
     ROUNDING,
@@ -17,9 +19,8 @@ from core_helpers import (
     meta_gradient,
     mlp,
     relative_error,
+    single_thread,  # noqa: F401 (autouse fixture)
 )
-from maml_cli.core import OptimizerConfig, build_optimizer
-from maml_cli.errors import MamlError
 
 
 def test_meta_sgd_learns_one_rate_per_weight_and_every_rate_gets_a_meta_gradient():
@@ -50,6 +51,18 @@ def test_lslr_has_one_learned_rate_per_layer_and_per_step_and_each_step_uses_its
     step_grads = [torch.stack([r.grad for r in maml.inner_lr.rates[s].values()]) for s in range(3)]
     assert all(g.abs().sum() > 0 for g in step_grads)
     assert not torch.allclose(step_grads[0], step_grads[2])
+
+
+def test_inner_lr_gives_the_learned_rate_of_each_step_and_parameter_and_reuses_the_last_set_past_it():
+    maml = learner(conv_net(), steps=2, lr=0.5, learn_lr=True, lr_per_step=True, lr_granularity="per_layer")
+    with torch.no_grad():
+        maml.inner_lr.rates[1]["head__bias"].fill_(0.25)
+    assert maml.inner_lr(0, "head.bias").item() == 0.5 and maml.inner_lr(1, "conv.weight").item() == 0.5
+    assert maml.inner_lr(1, "head.bias") is maml.inner_lr.rates[1]["head__bias"]
+    assert maml.inner_lr(5, "head.bias").item() == 0.25  # evaluation with more steps than training
+    assert maml.inner.lr == 0.5  # the configuration keeps the initial value
+    scalar = learner(mlp(), steps=1, learn_lr=True)
+    assert all(scalar.inner_lr(0, n) is scalar.inner_lr.rates[0] for n in scalar.adapted_names)
 
 
 @pytest.mark.parametrize("engine", ["loop", "vmap"])

@@ -2,16 +2,15 @@
 channels-last, max-pooling that keeps only its indices on CPU) computes the canonical network, conv → BatchNorm
 → ReLU → pool module by module, up to float64 rounding: outputs, first- and second-order MAML meta-gradients,
 with both engines."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from maml_cli.core import InnerLoopConfig, MetaLearner
-from maml_cli.data.tasks import TaskBatch
-from maml_cli.models import Conv4
-from maml_cli.models import conv4
+from maml_cli.core import InnerLoopConfig, MetaLearner, TaskBatch
+from maml_cli.models import Conv4, conv4
 from maml_cli.models.conv4 import _foldable, _images, _MatmulMaxPool2x2, _MaxPool2x2
 
 DTYPE = torch.float64
@@ -67,8 +66,10 @@ def _batch(tasks=3, ways=5, queries=2, seed=1) -> TaskBatch:
     g = torch.Generator().manual_seed(seed)
     labels = lambda n: torch.arange(ways).repeat_interleave(n).expand(tasks, -1).clone()  # noqa: E731
     return TaskBatch(
-        torch.randn(tasks, ways, 1, 28, 28, generator=g, dtype=DTYPE), labels(1),
-        torch.randn(tasks, ways * queries, 1, 28, 28, generator=g, dtype=DTYPE), labels(queries),
+        torch.randn(tasks, ways, 1, 28, 28, generator=g, dtype=DTYPE),
+        labels(1),
+        torch.randn(tasks, ways * queries, 1, 28, 28, generator=g, dtype=DTYPE),
+        labels(queries),
     )
 
 
@@ -127,10 +128,12 @@ def test_evaluate_gives_the_same_curve_task_by_task_vectorised_and_mixed():
 
 def _query_logits(learner: MetaLearner, batch: TaskBatch, steps: int) -> torch.Tensor:
     """[tasks, steps + 1, queries, ways]: each task's query logits after 0..steps inner steps."""
-    return torch.stack([
-        torch.stack([learner.predict(learner.adapt(x_s, y_s, s), x_q, s) for s in range(steps + 1)])
-        for x_s, y_s, x_q in zip(batch.x_support, batch.y_support, batch.x_query)
-    ])
+    return torch.stack(
+        [
+            torch.stack([learner.predict(learner.adapt(x_s, y_s, s), x_q, s) for s in range(steps + 1)])
+            for x_s, y_s, x_q in zip(batch.x_support, batch.y_support, batch.x_query)
+        ]
+    )
 
 
 def _pool(x: torch.Tensor) -> torch.Tensor:
