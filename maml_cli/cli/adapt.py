@@ -1,4 +1,5 @@
 """``maml-adapt``: adapt a trained checkpoint on labelled image folders and classify new images."""
+
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig

@@ -1,11 +1,13 @@
 """One decorator turns a task function into a Hydra console command with friendly errors."""
+
 from __future__ import annotations
 
 import functools
 import logging
 import signal
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig

@@ -1,4 +1,5 @@
 """``maml-compare RUN_DIR... [--output DIR]``: a table and a figure of training runs (plain argparse)."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,10 +14,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="maml-compare",
         description="Compare training runs: the settings that differ, validation and test scores (best first), "
-                    "and their validation curves. Works offline from the run directories alone.")
+        "and their validation curves. Works offline from the run directories alone.",
+    )
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="a training run or multirun directory")
-    parser.add_argument("--output", type=Path, default=Path("."), metavar="DIR",
-                        help="where comparison.csv and validation_curves.png go (default: the current directory)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="where comparison.csv and validation_curves.png go (default: the current directory)",
+    )
     args = parser.parse_args(argv)
     try:
         print(compare(args.paths, args.output))

@@ -1,4 +1,5 @@
 """``maml-eval``: adaptation curves of a trained checkpoint (see ``maml_cli.evaluation``)."""
+
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig

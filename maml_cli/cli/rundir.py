@@ -6,6 +6,7 @@ Hydra callback, holds ``.maml.lock`` in the run (or sweep) directory with ``floc
 writes there: a second live process given the same directory is refused. The kernel drops the lock
 when its process dies, so a killed run can be resumed at once. Under torchrun only rank 0 locks.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -45,15 +46,18 @@ def lock_run_dir(directory: Path, key: str = "hydra.run.dir") -> int:
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as error:
-        raise MamlError(f"cannot write into {key}={directory}: {error.strerror or error}; "
-                        f"choose a writable {key}") from None
+        raise MamlError(
+            f"cannot write into {key}={directory}: {error.strerror or error}; choose a writable {key}"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise MamlError(f"{key}={directory} is in use by another running process (pid {owner}); wait for it to "
-                        f"end, or choose another {key}") from None
+        raise MamlError(
+            f"{key}={directory} is in use by another running process (pid {owner}); wait for it to "
+            f"end, or choose another {key}"
+        ) from None
     except OSError as error:  # a file system without flock (some network mounts): carry on unlocked
         log.warning("cannot lock %s (%s): make sure that no other process writes there", directory, error.strerror)
         return fd

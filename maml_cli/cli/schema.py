@@ -1,20 +1,25 @@
 """Hydra's view of the run settings: the schemas in its ConfigStore, and validation before any work.
 
-Schemas live in the group ``schema`` (out of the selectable groups), so ``dataset=`` lists only
-real datasets. ``validate`` rejects keys that no schema defines, then builds the dataclasses, which
-runs every range and cross-field check.
+The commands' and the datasets' schemas live in the group ``schema`` (out of the selectable groups),
+under the YAML files that choose them; each model's dataclass is itself the option ``model=NAME``.
+``validate`` rejects keys that no schema defines, then builds the dataclasses, which runs every range
+and cross-field check.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from maml_cli.config import DATASETS, MODELS, AdaptConfig, EvalConfig, TrainConfig, with_task_shape
+from maml_cli.config import AdaptConfig, EvalConfig, TrainConfig, with_task_shape
+from maml_cli.data import DATASETS
 from maml_cli.errors import MamlError
+from maml_cli.models import MODELS
 
 
 def validate(cfg: DictConfig, schema: type) -> Any:
@@ -65,15 +70,15 @@ def _no_such_setting(key: str, known: list[str]) -> str:
 
 
 def register() -> None:
-    """Store the schemas in Hydra's ConfigStore (group ``schema``, out of the selectable groups)."""
+    """Store the schemas in Hydra's ConfigStore, and each model of ``MODELS`` as the option ``model=NAME``."""
     store = ConfigStore.instance()
     store.store(group="schema", name="train", node=TrainConfig)
     store.store(group="schema", name="eval", node=EvalConfig)
     store.store(group="schema", name="adapt", node=AdaptConfig)
-    for name, config in DATASETS.items():
-        store.store(group="schema/dataset", name=name, node=with_task_shape(config))
-    for name, config in MODELS.items():
-        store.store(group="schema/model", name=name, node=config)
+    for name, dataset in DATASETS.items():
+        store.store(group="schema/dataset", name=name, node=with_task_shape(dataset.config))
+    for name, model in MODELS.items():
+        store.store(group="model", name=name, node=model.config)
 
 
 register()

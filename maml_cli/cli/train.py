@@ -1,4 +1,7 @@
 """``maml-train``: meta-training from the composed config (see ``maml_cli.training``)."""
+
+import dataclasses
+import logging
 import os
 import sys
 from pathlib import Path
@@ -9,17 +12,21 @@ from omegaconf import DictConfig
 
 from maml_cli.cli.app import hydra_command
 from maml_cli.cli.schema import TrainConfig, validate
+from maml_cli.runtime import resolve_device
 from maml_cli.training import RunInfo, train
+from maml_cli.training.distributed import Distributed, init_distributed
 
 # torchrun's processes other than rank 0: no .hydra/ files and no train.log of their own (rank 0's
-# run dir is the job's; see ``training.trainer``), console logging only
+# run dir is the job's; see ``_shared_output_dir``), console logging only
 FOLLOWER_OVERRIDES = {"hydra.output_subdir": "null", "hydra/job_logging": "stdout"}
 
 
 @hydra_command("train")
 def _main(cfg: DictConfig) -> float:
     """Returns the best validation score (accuracy, or −MSE), which sweepers such as Optuna maximise."""
-    return train(validate(cfg, TrainConfig), run_info())
+    config = validate(cfg, TrainConfig)
+    dist = init_distributed(resolve_device(config.device), config.dist_timeout_s)
+    return train(config, _shared_output_dir(dist, run_info()), dist)
 
 
 def main() -> float:
@@ -39,3 +46,21 @@ def run_info() -> RunInfo:
         overrides=list(hydra.overrides.task),
         choices={k: v for k, v in hydra.runtime.choices.items() if v is not None and not k.startswith("hydra/")},
     )
+
+
+def _shared_output_dir(dist: Distributed, info: RunInfo) -> RunInfo:
+    """Under torchrun, rank 0's output directory on every rank (Hydra's ``${now:...}`` may differ by a second
+    between them).
+
+    Other ranks log warnings and errors only; the empty directory their Hydra made is removed.
+    """
+    if not dist.enabled:
+        return info
+    shared = Path(dist.broadcast_object(str(info.output_dir.resolve())))
+    if not dist.is_main:
+        for name in ("", "maml_cli"):  # the root logger (Hydra's, submitit's lines) and ours
+            logging.getLogger(name).setLevel(logging.WARNING)
+        own = info.output_dir.resolve()
+        if own != shared and own.is_dir() and not any(own.iterdir()):
+            own.rmdir()
+    return dataclasses.replace(info, output_dir=shared)

@@ -3,6 +3,7 @@
 The table lists the settings that differ between the runs beside each run's best validation score
 and test score (mean ± 95% CI), best run first; the figure overlays their validation curves.
 """
+
 from __future__ import annotations
 
 import csv
@@ -62,8 +63,10 @@ def find_runs(paths: list[Path]) -> list[Run]:
 
 def _read_results(file: Path) -> dict:
     """The results in ``file``, checked to hold what ``maml-compare`` reads."""
-    expected = ("expected a training run's results.json: a JSON object with metric (acc or mse), best {step}, "
-                "validation [{step, mean, ci95}, ...], test (null or {mean, ci95}) and config {...}")
+    expected = (
+        "expected a training run's results.json: a JSON object with metric (acc or mse), best {step}, "
+        "validation [{step, mean, ci95}, ...], test (null or {mean, ci95}) and config {...}"
+    )
     try:
         results = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:  # not UTF-8 (UnicodeDecodeError) or not JSON (JSONDecodeError)
@@ -74,15 +77,18 @@ def _read_results(file: Path) -> dict:
     def numbers(entry, keys: tuple[str, ...]) -> bool:
         return isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in keys)
 
-    valid = {"metric": results.get("metric") in ("acc", "mse"),
-             "best": isinstance(results.get("best"), dict) and "step" in results["best"],
-             "validation": isinstance(results.get("validation"), list)
-             and all(numbers(v, ("step", "mean", "ci95")) for v in results["validation"]),
-             "test": results.get("test") is None or numbers(results["test"], ("mean", "ci95")),
-             "config": isinstance(results.get("config"), dict)}
+    valid = {
+        "metric": results.get("metric") in ("acc", "mse"),
+        "best": isinstance(results.get("best"), dict) and "step" in results["best"],
+        "validation": isinstance(results.get("validation"), list)
+        and all(numbers(v, ("step", "mean", "ci95")) for v in results["validation"]),
+        "test": results.get("test") is None or numbers(results["test"], ("mean", "ci95")),
+        "config": isinstance(results.get("config"), dict),
+    }
     if not all(valid.values()):
-        raise MamlError(f"{file} has missing or malformed {', '.join(k for k, ok in valid.items() if not ok)}; "
-                        f"{expected}")
+        raise MamlError(
+            f"{file} has missing or malformed {', '.join(k for k, ok in valid.items() if not ok)}; {expected}"
+        )
     return results
 
 
@@ -116,6 +122,7 @@ def _scores(run: Run) -> list:
 
 def _table(header: list[str], rows: list[list], settings: int) -> str:
     """Aligned text, with each mean and its CI shown together as ``mean ± ci``."""
+
     def pair(mean, ci95) -> str:
         return f"{mean:.4f} ± {ci95:.4f}" if mean != "" else "-"
 

@@ -1,4 +1,5 @@
 """PNG figures: curves with 95% confidence bands, and adapted sinusoid fits (the MAML paper's Figure 2)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +7,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from maml_cli.core import MetaLearner
-from maml_cli.data import TaskBatch
+from maml_cli.core import MetaLearner, TaskBatch
 
 
 def plot_curves(curves: dict[str, list[dict]], xlabel: str, ylabel: str, path: Path) -> None:
@@ -25,8 +25,9 @@ def plot_curves(curves: dict[str, list[dict]], xlabel: str, ylabel: str, path: P
     fig.savefig(path, dpi=120)
 
 
-def plot_sinusoid_fits(learner: MetaLearner, tasks: TaskBatch, amplitude, phase, x_range, steps: int,
-                       lr: float | None, path: Path) -> None:
+def plot_sinusoid_fits(
+    learner: MetaLearner, tasks: TaskBatch, amplitude, phase, x_range, steps: int, lr: float | None, path: Path
+) -> None:
     """Each task's true curve, support points and the model's fit after 0, 1 and ``steps`` inner steps."""
     grid = torch.linspace(*x_range, 200, device=tasks.x_support.device).unsqueeze(1)
     shown = sorted({0, min(1, steps), steps})

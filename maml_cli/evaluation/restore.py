@@ -1,4 +1,5 @@
 """A trained model back from its checkpoint: the checkpoint's own config, its fingerprint and its learner."""
+
 from __future__ import annotations
 
 import copy
@@ -12,8 +13,8 @@ from maml_cli.config import CheckpointSource, TrainConfig
 from maml_cli.core import MetaLearner
 from maml_cli.data import DATASETS
 from maml_cli.errors import MamlError
+from maml_cli.runs.checkpoints import load_checkpoint
 from maml_cli.runtime import build_learner, train_config_from_dict
-from maml_cli.training.checkpoint import load_checkpoint
 
 
 @dataclass
@@ -41,8 +42,10 @@ class Trained:
     def check_ways(self, ways: int, source: str) -> None:
         """The head has ``config.ways`` outputs: it can label up to that many classes."""
         if ways > self.config.ways:
-            raise MamlError(f"{source} has {ways} classes, but checkpoint {self.path} was trained with "
-                            f"{self.describe()}: its head tells at most {self.config.ways} classes apart")
+            raise MamlError(
+                f"{source} has {ways} classes, but checkpoint {self.path} was trained with "
+                f"{self.describe()}: its head tells at most {self.config.ways} classes apart"
+            )
 
 
 def checkpoint_path(source: CheckpointSource) -> Path:
@@ -67,7 +70,9 @@ def load_trained(source: CheckpointSource, data_root: str | None = None) -> Trai
     except MamlError:
         raise
     except Exception as error:  # omegaconf's validation errors: a config of another maml-cli version
-        raise MamlError(f"checkpoint {path} holds a config this maml-cli cannot read: {str(error).splitlines()[0]}") from None
+        raise MamlError(
+            f"checkpoint {path} holds a config this maml-cli cannot read: {str(error).splitlines()[0]}"
+        ) from None
     return Trained(path, _sha256(path), state, config)
 
 
@@ -78,8 +83,10 @@ def restore_learner(trained: Trained, data, device: torch.device) -> MetaLearner
         learner.load_state_dict(trained.state["learner"])
     except RuntimeError as error:
         detail = " ".join(line.strip() for line in str(error).splitlines()[1:3])
-        raise MamlError(f"checkpoint {trained.path} was trained with {trained.describe()}, but its weights do not fit "
-                        f"that model ({detail}); was it written by another model or maml-cli version?") from None
+        raise MamlError(
+            f"checkpoint {trained.path} was trained with {trained.describe()}, but its weights do not fit "
+            f"that model ({detail}); was it written by another model or maml-cli version?"
+        ) from None
     return learner.to(device)
 
 

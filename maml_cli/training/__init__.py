@@ -1,7 +1,6 @@
-"""Meta-training: the loop, checkpoints, W&B tracking and progress reporting."""
-from maml_cli.training.checkpoint import FORMAT, load_checkpoint, save_checkpoint
-from maml_cli.training.metrics import mean_ci95, score_episodes
-from maml_cli.training.tracking import RunInfo
-from maml_cli.training.trainer import train
+"""Meta-training: the loop, its run directory and W&B run, exact resume, signals and progress reporting."""
 
-__all__ = ["FORMAT", "RunInfo", "load_checkpoint", "mean_ci95", "save_checkpoint", "score_episodes", "train"]
+from maml_cli.training.trainer import train
+from maml_cli.training.writer import RunInfo
+
+__all__ = ["RunInfo", "train"]

@@ -6,20 +6,22 @@ processes make the update that one process makes on the whole meta-batch (up to 
 floating-point sums). gloo carries CPU tensors, NCCL CUDA tensors. Every collective has a timeout:
 a rank that dies or stalls makes the others fail after ``timeout_s`` instead of hanging.
 """
+
 from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from maml_cli.data.tasks import TaskBatch
+from maml_cli.core import TaskBatch
 from maml_cli.errors import MamlError
 
 
@@ -66,8 +68,10 @@ class Distributed:
         count = torch.cuda.device_count()
         index = 0 if count == 1 else self.local_rank
         if index >= count:
-            raise MamlError(f"process {self.rank} has local rank {self.local_rank} but this node has {count} GPUs; "
-                            "start at most one process per GPU (torchrun --nproc_per_node)")
+            raise MamlError(
+                f"process {self.rank} has local rank {self.local_rank} but this node has {count} GPUs; "
+                "start at most one process per GPU (torchrun --nproc_per_node)"
+            )
         return torch.device("cuda", index)
 
     # ------------------------------------------------------------------ collectives (no-ops on one process)
@@ -135,9 +139,11 @@ class Distributed:
             yield
         except RuntimeError as error:  # gloo: timeouts and closed connections (NCCL aborts the process instead)
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise MamlError(f"process {self.rank} of {self.world_size} lost the others: one of them failed or did "
-                            f"not answer within dist_timeout_s={self.timeout_s:g} s (see its output). "
-                            f"Cause: {reason}") from None
+            raise MamlError(
+                f"process {self.rank} of {self.world_size} lost the others: one of them failed or did "
+                f"not answer within dist_timeout_s={self.timeout_s:g} s (see its output). "
+                f"Cause: {reason}"
+            ) from None
 
     # ------------------------------------------------------------------ evaluation episodes
     def episode_share(self, episodes: int) -> slice:
@@ -180,8 +186,10 @@ def init_distributed(device: torch.device, timeout_s: float = 600.0) -> Distribu
             dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
         except RuntimeError as error:  # the store at MASTER_ADDR:MASTER_PORT, or the other ranks, did not answer
             where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
-            raise MamlError(f"process {rank} of {world_size} could not join the others at {where} within "
-                            f"dist_timeout_s={timeout_s:g} s: {str(error).strip().splitlines()[0]}") from None
+            raise MamlError(
+                f"process {rank} of {world_size} could not join the others at {where} within "
+                f"dist_timeout_s={timeout_s:g} s: {str(error).strip().splitlines()[0]}"
+            ) from None
         atexit.register(shutdown_distributed)
     return ctx
 

@@ -1,4 +1,5 @@
 """Progress: a live bar on a terminal, plain lines otherwise; the job log file always gets the lines."""
+
 from __future__ import annotations
 
 import logging
@@ -22,14 +23,23 @@ class Progress:
 
     def __init__(self, total: int, start: int, stream=None, show: bool = True):
         stream = stream or sys.stderr
-        self.total, self.done = total, start
-        self.bar = tqdm(total=total, initial=start, unit="step", file=stream, dynamic_ncols=True,
-                        disable=not (show and stream.isatty()))  # show=False: no bar (torchrun ranks > 0)
-        self._consoles = [h for h in logging.getLogger().handlers
-                          if type(h) is logging.StreamHandler and h.stream in (sys.stdout, sys.stderr)]
+        self.total, self.done, self.show = total, start, show  # show=False: nothing shown (torchrun ranks > 0)
+        self.bar = tqdm(
+            total=total,
+            initial=start,
+            unit="step",
+            file=stream,
+            dynamic_ncols=True,
+            disable=not (show and stream.isatty()),
+        )
+        self._consoles = [
+            h
+            for h in logging.getLogger().handlers
+            if type(h) is logging.StreamHandler and h.stream in (sys.stdout, sys.stderr)
+        ]
         self._mark = (time.perf_counter(), start)
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         if not self.bar.disable:
             for handler in self._consoles:
                 handler.addFilter(_not_progress)
@@ -52,11 +62,14 @@ class Progress:
 
     def report(self, metrics: dict[str, float], rate: float) -> None:
         """One line per interval; ``metrics`` maps short names to values (e.g. ``loss``, ``acc``)."""
+        if not self.show:
+            return
         self.bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
         eta = timedelta(seconds=round((self.total - self.done) / rate)) if rate > 0 else "?"
         shown = " | ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-        log.info("step %d/%d | %s | %.2f steps/s | ETA %s", self.done, self.total, shown, rate, eta,
-                 extra={"progress": True})
+        log.info(
+            "step %d/%d | %s | %.2f steps/s | ETA %s", self.done, self.total, shown, rate, eta, extra={"progress": True}
+        )
 
 
 def _not_progress(record: logging.LogRecord) -> bool:

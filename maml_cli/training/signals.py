@@ -8,6 +8,7 @@ one: torchrun, and Slurm, also pass on the signal that the whole process group g
 job, its preemption signal (``USR2`` unless ``SUBMITIT_PREEMPT_SIGNAL`` says otherwise) is handled
 too, and then handed on to submitit, which requeues the job.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,10 @@ class Interrupted(Exception):
 
     def __init__(self, signum: int, step: int, last: Path, signals: StopSignals):
         self.signum, self.step, self.last, self.signals = signum, step, last, signals
-        super().__init__(f"{signal.Signals(signum).name}: stopped after meta-step {step}, saved {last}; "
-                         f"continue with hydra.run.dir={last.parent.parent} resume=true")
+        super().__init__(
+            f"{signal.Signals(signum).name}: stopped after meta-step {step}, saved {last}; "
+            f"continue with hydra.run.dir={last.parent.parent} resume=true"
+        )
 
     @property
     def status(self) -> str:

@@ -1,88 +1,66 @@
 """The meta-training loop: validation, best/last checkpoints, exact resume, W&B metrics, results.json.
 
 Under torchrun every process runs this loop on its share of each meta-batch (see ``distributed``);
-rank 0 alone writes checkpoints, results.json and the W&B run, and shows progress.
+rank 0 alone writes checkpoints, results.json and the W&B run (see ``writer``), and shows progress.
 """
+
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 import logging
 import signal
-from pathlib import Path
 
 import torch
 
 from maml_cli.config import TrainConfig
-from maml_cli.core import StepStats, build_optimizer, build_scheduler, clip_meta_gradient
-from maml_cli.data import TaskBatch, build_dataset
+from maml_cli.core import StepStats, TaskBatch, build_optimizer, build_scheduler, clip_meta_gradient
+from maml_cli.data import build_dataset
 from maml_cli.errors import MamlError
+from maml_cli.runs.checkpoints import load_checkpoint
+from maml_cli.runs.metrics import episode_scores, is_better, mean_ci95, metric_name
 from maml_cli.runtime import build_learner, resolve_device, seed_everything
-from maml_cli.training.checkpoint import (atomic_write, find_checkpoint, load_checkpoint, remove_temporaries,
-                                         restore_rng, rng_state, save_checkpoint)
-from maml_cli.training.distributed import Distributed, init_distributed
-from maml_cli.training.metrics import episode_scores, is_better, mean_ci95, metric_name
+from maml_cli.training.distributed import Distributed
 from maml_cli.training.progress import Progress, peak_memory_mb
-from maml_cli.training.resume import adopt_best, check_weights, config_dict, load_resumable, resumed_config
+from maml_cli.training.resume import check_weights, config_dict, find_checkpoint, load_resumable, resumed_config
+from maml_cli.training.rng import restore_rng, rng_state
 from maml_cli.training.signals import Interrupted, StopSignals
-from maml_cli.training.tracking import RunInfo, log_checkpoints, run_identity, tracked_run
+from maml_cli.training.writer import RunInfo, RunWriter, Silent
 
 log = logging.getLogger(__name__)
 
 
-def train(config: TrainConfig, info: RunInfo) -> float:
+def train(config: TrainConfig, info: RunInfo, dist: Distributed | None = None) -> float:
     """Meta-train in ``info.output_dir``; returns the best validation score (accuracy, or −MSE).
 
     With ``config.resume`` the run continues from a checkpoint, bit for bit, W&B run included.
-    Under torchrun, all processes join one process group and share rank 0's output directory.
+    Under torchrun, ``dist`` is this process's place in the job (see ``init_distributed``; default: one
+    process), and ``info.output_dir`` the job's run dir, the same on every rank.
     SIGTERM, SIGUSR1 or SIGINT stops it after the current meta-step with ``last.pt`` saved: :class:`Interrupted`.
     """
-    ctx = init_distributed(resolve_device(config.device), config.dist_timeout_s)
-    if ctx.enabled:
-        info = _shared_output_dir(ctx, info)
-    if ctx.is_main:
-        for tmp in remove_temporaries(info.output_dir):
-            log.info("removed %s, a partial file of a process killed while writing it", tmp)
+    dist = dist or Distributed()
     path = find_checkpoint(config.resume, info.output_dir)
     checkpoint = load_resumable(path) if path else None
     if checkpoint:
         log.info("resuming from %s at step %d", path, checkpoint["step"])
         config = resumed_config(checkpoint["config"], config, info.overrides)
-        if ctx.is_main:
-            adopt_best(path, info.output_dir)
-    ctx.check_meta_batch(config.meta_batch_size)
+    dist.check_meta_batch(config.meta_batch_size)
     values = config_dict(config)
-    tracked = values if ctx.is_main else {**values, "logger": {**values["logger"], "mode": "disabled"}}
-    with StopSignals() as signals, tracked_run(tracked, info, checkpoint["wandb"] if checkpoint else None) as run:
-        trainer = Trainer(config, values, info, run, ctx, signals)
+    writer = RunWriter if dist.is_main else Silent  # rank 0 writes for the whole job
+    with StopSignals() as signals, writer(config, values, info, path, checkpoint) as out:
+        trainer = Trainer(config, values, info, out, dist, signals)
         if checkpoint:
             check_weights(path, checkpoint, trainer.learner)
         return trainer.fit(checkpoint)
 
 
-def _shared_output_dir(ctx: Distributed, info: RunInfo) -> RunInfo:
-    """Rank 0's output directory on every rank (Hydra's ``${now:...}`` may differ by a second between them).
-
-    Other ranks log warnings and errors only; the empty directory their Hydra made is removed.
-    """
-    shared = Path(ctx.broadcast_object(str(info.output_dir.resolve())))
-    if not ctx.is_main:
-        for name in ("", "maml_cli"):  # the root logger (Hydra's, submitit's lines) and ours
-            logging.getLogger(name).setLevel(logging.WARNING)
-        own = info.output_dir.resolve()
-        if own != shared and own.is_dir() and not any(own.iterdir()):
-            own.rmdir()
-    return dataclasses.replace(info, output_dir=shared)
-
-
 class Trainer:
     """One training job's state; ``fit`` runs it to ``config.iterations`` meta-steps."""
 
-    def __init__(self, config: TrainConfig, values: dict, info: RunInfo, run, dist: Distributed = Distributed(),
-                 signals: StopSignals | None = None):
-        self.config, self.values, self.info, self.run, self.dist = config, values, info, run, dist
-        self.signals = signals or StopSignals()  # the stop signals received (see ``signals``)
+    def __init__(
+        self, config: TrainConfig, values: dict, info: RunInfo, out: RunWriter, dist: Distributed, signals: StopSignals
+    ):
+        self.config, self.values, self.info, self.out, self.dist = config, values, info, out, dist
+        self.signals = signals  # the stop signals received (see ``signals``)
         self.device = dist.device(resolve_device(config.device))
         seed_everything(config.seed)
         if not dist.is_main:
@@ -103,18 +81,27 @@ class Trainer:
         self.sums: dict[str, torch.Tensor] = {}  # training statistics since the last log line, on the device
         self.summed = 0  # meta-steps in ``sums``
         self.nonfinite = torch.tensor(-1, device=self.device)  # first step with a non-finite meta-loss
-        self.checkpoints = info.output_dir / "checkpoints"
 
     def fit(self, checkpoint: dict | None = None) -> float:
         if checkpoint:
             self._restore(checkpoint)
         self.dist.broadcast_module(self.learner)  # every rank starts from rank 0's weights
         cfg = self.config
-        log.info("training %s on %s: %d meta-steps of %d tasks, from step %d, in %s", self.info.name, self.device,
-                 cfg.iterations, cfg.meta_batch_size, self.step, self.info.output_dir)
+        log.info(
+            "training %s on %s: %d meta-steps of %d tasks, from step %d, in %s",
+            self.info.name,
+            self.device,
+            cfg.iterations,
+            cfg.meta_batch_size,
+            self.step,
+            self.info.output_dir,
+        )
         if self.dist.enabled:
-            log.info("%d processes, %d tasks each per meta-step", self.dist.world_size,
-                     cfg.meta_batch_size // self.dist.world_size)
+            log.info(
+                "%d processes, %d tasks each per meta-step",
+                self.dist.world_size,
+                cfg.meta_batch_size // self.dist.world_size,
+            )
         if self.step and self._due(self.step)[1] and not any(v["step"] == self.step for v in self.history):
             self._validate()  # a signal cut this step's validation short
             self._stop_if_signalled()
@@ -132,22 +119,24 @@ class Trainer:
                 if due[1]:
                     self._validate()
                 if due[2]:
-                    self._save("last")
+                    self.out.save("last", self._state)
                 self._stop_if_signalled(batch, progress)
         if not self.history:  # nothing to train: score and keep the initialisation
             self._validate()
-            self._save("last")
+            self.out.save("last", self._state)
             self._stop_if_signalled()
         test = self._test()
         self._stop_if_signalled()  # a signal during the test: resuming tests again
-        self._finish(test)
+        self.out.finish(self.standing, test)
         return self.best["value"] if self.metric == "acc" else -self.best["value"]
 
     def _due(self, step: int) -> list[bool]:
         """Whether ``step`` logs, validates and saves ``last.pt``."""
         cfg = self.config
-        return [step % every == 0 or step == cfg.iterations
-                for every in (cfg.log_every, cfg.val_every, cfg.checkpoint_every)]
+        return [
+            step % every == 0 or step == cfg.iterations
+            for every in (cfg.log_every, cfg.val_every, cfg.checkpoint_every)
+        ]
 
     def _stop_if_signalled(self, batch: TaskBatch | None = None, progress: Progress | None = None) -> None:
         """After a stop signal: log and save this step, then raise Interrupted.
@@ -164,9 +153,9 @@ class Trainer:
         self._check_finite()
         if self.summed:  # the W&B history reaches this step
             self._log(batch, progress)
-        self._save("last")
-        stop = Interrupted(signum, self.step, self.checkpoints / "last.pt", self.signals)
-        self._write_results(status=stop.status)
+        self.out.save("last", self._state)
+        stop = Interrupted(signum, self.step, self.info.checkpoints / "last.pt", self.signals)
+        self.out.results(self.standing, stop.status)
         raise stop
 
     # ------------------------------------------------------------------ the hot loop (no host sync)
@@ -183,8 +172,12 @@ class Trainer:
         self.nonfinite = torch.where(torch.isfinite(stats.loss) | (self.nonfinite >= 0), self.nonfinite, self.step + 1)
 
     def _accumulate(self, stats: StepStats) -> None:
-        values = {"loss": stats.loss, "query_loss": stats.query_loss, "query_acc": stats.query_accuracy,
-                  "support_loss": stats.support_losses}
+        values = {
+            "loss": stats.loss,
+            "query_loss": stats.query_loss,
+            "query_acc": stats.query_accuracy,
+            "support_loss": stats.support_losses,
+        }
         for key, value in values.items():
             if value is not None:
                 self.sums[key] = self.sums[key] + value.detach() if key in self.sums else value.detach()
@@ -193,11 +186,13 @@ class Trainer:
     def _check_finite(self) -> None:
         never = torch.iinfo(self.nonfinite.dtype).max  # the first step of any rank, so that all ranks stop together
         first = self.dist.min(torch.where(self.nonfinite >= 0, self.nonfinite, never))
-        step, last = (int(first) if first != never else -1), self.checkpoints / "last.pt"
+        step, last = (int(first) if first != never else -1), self.info.checkpoints / "last.pt"
         if step >= 0:
             kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written"
-            raise MamlError(f"the meta-loss became non-finite at step {step}; stopped ({kept}). "
-                            "Try a smaller optimizer.lr or algorithm.lr, or optimizer.clip_grad_norm")
+            raise MamlError(
+                f"the meta-loss became non-finite at step {step}; stopped ({kept}). "
+                "Try a smaller optimizer.lr or algorithm.lr, or optimizer.clip_grad_norm"
+            )
 
     # ------------------------------------------------------------------ intervals (host sync is fine)
     def _log(self, batch: TaskBatch, progress: Progress) -> None:
@@ -206,8 +201,6 @@ class Trainer:
         curve = self.learner.evaluate(batch, steps=self.config.algorithm.steps)  # pre/post on this meta-batch
         scores = curve.accuracies if self.learner.classification else curve.losses
         pre, post = self.dist.mean(torch.stack([scores[:, 0].mean(), scores[:, -1].mean()])).tolist()
-        if not self.dist.is_main:
-            return
         rate, m = progress.rate(), self.metric
         metrics = {
             "meta/step": self.step,
@@ -223,9 +216,12 @@ class Trainer:
             "perf/tasks_per_s": rate * self.config.meta_batch_size,
             "perf/peak_memory_mb": peak_memory_mb(self.device),
         }
-        self.run.log(metrics)
-        shown = {"loss": mean["loss"], **({"acc": mean["query_acc"]} if "query_acc" in mean else {}),
-                 "gain": metrics["train/adaptation_gain"]}
+        self.out.log(metrics)
+        shown = {
+            "loss": mean["loss"],
+            **({"acc": mean["query_acc"]} if "query_acc" in mean else {}),
+            "gain": metrics["train/adaptation_gain"],
+        }
         progress.report(shown, rate)
 
     def _score(self, learner, episodes: TaskBatch, tasks: int) -> dict[str, float] | None:
@@ -250,18 +246,29 @@ class Trainer:
         result = {"step": self.step, **score}
         self.history.append(result)
         m = self.metric
-        self.run.log({"meta/step": self.step, f"val/{m}": result["mean"], f"val/{m}_ci95": result["ci95"]})
+        self.out.log({"meta/step": self.step, f"val/{m}": result["mean"], f"val/{m}_ci95": result["ci95"]})
         if is_better(m, result["mean"], self.best["value"]):
             self.best.update(value=result["mean"], step=self.step)
-            self._save("best")
-        log.info("validation at step %d: %s %.4f ± %.4f (best %.4f at step %d)", self.step, m, result["mean"],
-                 result["ci95"], self.best["value"], self.best["step"])
-        self._write_results()
+            self.out.save("best", self._state)
+        log.info(
+            "validation at step %d: %s %.4f ± %.4f (best %.4f at step %d)",
+            self.step,
+            m,
+            result["mean"],
+            result["ci95"],
+            self.best["value"],
+            self.best["step"],
+        )
+        self.out.results(self.standing)
 
-    def _save(self, kind: str) -> None:
-        if not self.dist.is_main:
-            return
-        save_checkpoint(self.checkpoints / f"{kind}.pt", {
+    @property
+    def standing(self) -> dict:
+        """Where training stands: its ``metric``, ``step``, ``best`` score and validation ``history``."""
+        return {"metric": self.metric, "step": self.step, "best": self.best, "history": self.history}
+
+    def _state(self) -> dict:
+        """What a checkpoint holds to continue training exactly (the writer adds the W&B run's identity)."""
+        return {
             "config": self.values,
             "learner": self.learner.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -269,9 +276,8 @@ class Trainer:
             "step": self.step,
             "best": dict(self.best),
             "rng": rng_state(self.sampler),
-            "wandb": run_identity(self.run, self.values),
             "history": list(self.history),
-        })
+        }
 
     def _restore(self, checkpoint: dict) -> None:
         self.learner.load_state_dict(checkpoint["learner"])
@@ -287,7 +293,7 @@ class Trainer:
             return None
         learner = copy.deepcopy(self.learner)
         if self.dist.is_main:
-            learner.load_state_dict(load_checkpoint(self.checkpoints / "best.pt")["learner"])
+            learner.load_state_dict(load_checkpoint(self.info.checkpoints / "best.pt")["learner"])
         self.dist.broadcast_module(learner)  # the other ranks get rank 0's best.pt
         tasks = self.config.test_tasks
         episodes = self.dataset.episodes("test", *self.shape, num_tasks=tasks, device=self.device)
@@ -295,32 +301,12 @@ class Trainer:
         if score is None:
             return None
         result = {"step": self.best["step"], "tasks": tasks, **score}
-        log.info("test (best.pt, step %d, %d tasks): %s %.4f ± %.4f", result["step"], result["tasks"], self.metric,
-                 result["mean"], result["ci95"])
+        log.info(
+            "test (best.pt, step %d, %d tasks): %s %.4f ± %.4f",
+            result["step"],
+            result["tasks"],
+            self.metric,
+            result["mean"],
+            result["ci95"],
+        )
         return result
-
-    def _finish(self, test: dict | None) -> None:
-        if not self.dist.is_main:
-            return
-        m = self.metric
-        self.run.summary["best/step"] = self.best["step"]
-        if test:
-            self.run.summary[f"test/{m}"], self.run.summary[f"test/{m}_ci95"] = test["mean"], test["ci95"]
-        log_checkpoints(self.run, self.values, {n: self.checkpoints / n for n in ("best.pt", "last.pt")},
-                        {"step": self.step, "best": self.best})
-        self._write_results(test, "finished")
-
-    def _write_results(self, test: dict | None = None, status: str = "running") -> None:
-        """``results.json``: what ``maml-compare`` reads from a run dir, kept current while training."""
-        if not self.dist.is_main:
-            return
-        cfg = self.config
-        results = {
-            "name": cfg.name, "run": self.info.name, "wandb": run_identity(self.run, self.values),
-            "dataset": cfg.dataset.name, "ways": cfg.ways, "shots": cfg.shots, "seed": cfg.seed,
-            "algorithm": self.info.choices.get("algorithm"), "metric": self.metric,
-            "status": status, "step": self.step, "iterations": cfg.iterations,
-            "best": self.best, "validation": self.history, "test": test,
-            "checkpoints": {"best": "checkpoints/best.pt", "last": "checkpoints/last.pt"}, "config": self.values,
-        }
-        atomic_write(self.info.output_dir / "results.json", json.dumps(results, indent=2).encode())

@@ -1,4 +1,5 @@
 """Helpers of the evaluation tests: the console scripts, and reading offline W&B runs back."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models run fastest on one t
 
 def cli(command: str, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``maml-<command> *args``; with ``check``, fail the test with its output unless it succeeds."""
-    done = subprocess.run([str(BIN / f"maml-{command}"), *args], cwd=cwd, env=ENV, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [str(BIN / f"maml-{command}"), *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert not check or done.returncode == 0, f"maml-{command} failed:\n{done.stdout}\n{done.stderr}"
     return done
 

@@ -1,12 +1,13 @@
 """maml-adapt: adapt on labelled image folders, then classify a folder of new images into a CSV."""
+
 import csv
 
 import numpy as np
 from PIL import Image
 
-from evaluation_helpers import cli
 from maml_cli.config import AdaptConfig
 from maml_cli.evaluation import adapt_folders
+from tests.evaluation.evaluation_helpers import cli
 
 
 def image(path, size, mode="RGB", seed=0):
@@ -24,8 +25,15 @@ def test_predicts_one_row_per_query_image_with_classes_from_the_support_folders(
     for i, name in enumerate(queries):
         image(tmp_path / "query" / name, (28 + i, 28), seed=10 + i)
 
-    cli("adapt", f"run={omniglot_run}", f"support={tmp_path / 'support'}", f"query={tmp_path / 'query'}", "steps=3",
-        f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    cli(
+        "adapt",
+        f"run={omniglot_run}",
+        f"support={tmp_path / 'support'}",
+        f"query={tmp_path / 'query'}",
+        "steps=3",
+        f"hydra.run.dir={tmp_path / 'out'}",
+        cwd=tmp_path,
+    )
 
     with (tmp_path / "out" / "predictions.csv").open() as file:
         rows = list(csv.DictReader(file))
@@ -40,8 +48,15 @@ def test_writes_the_csv_where_output_says(omniglot_run, tmp_path):
     image(tmp_path / "query" / "only.png", (28, 28))
     target = tmp_path / "elsewhere" / "labels.csv"
 
-    cli("adapt", f"checkpoint={omniglot_run / 'checkpoints' / 'last.pt'}", f"support={tmp_path / 'support'}",
-        f"query={tmp_path / 'query'}", f"output={target}", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    cli(
+        "adapt",
+        f"checkpoint={omniglot_run / 'checkpoints' / 'last.pt'}",
+        f"support={tmp_path / 'support'}",
+        f"query={tmp_path / 'query'}",
+        f"output={target}",
+        f"hydra.run.dir={tmp_path / 'out'}",
+        cwd=tmp_path,
+    )
 
     assert target.read_text().splitlines()[0] == "file,class,probability"
     assert len(target.read_text().splitlines()) == 2

@@ -1,4 +1,5 @@
 """maml-compare: what differs between runs, their validation and test scores, best first, and a figure."""
+
 import csv
 import json
 import math
@@ -6,20 +7,28 @@ import re
 
 import pytest
 
-from evaluation_helpers import cli
 from maml_cli.errors import MamlError
 from maml_cli.evaluation import compare
 from maml_cli.evaluation.compare import find_runs
-
-from conftest import TINY
+from tests.evaluation.conftest import TINY
+from tests.evaluation.evaluation_helpers import cli
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """Two sinusoid runs that differ only in the inner learning rate, as one multirun directory."""
     out = tmp_path_factory.mktemp("sweep")
-    cli("train", "-m", "dataset=sinusoid", "iterations=4", "test_tasks=4", "algorithm.lr=0.001,0.05", *TINY,
-        f"hydra.sweep.dir={out}", cwd=out)
+    cli(
+        "train",
+        "-m",
+        "dataset=sinusoid",
+        "iterations=4",
+        "test_tasks=4",
+        "algorithm.lr=0.001,0.05",
+        *TINY,
+        f"hydra.sweep.dir={out}",
+        cwd=out,
+    )
     return out
 
 
@@ -46,10 +55,17 @@ def test_a_directory_without_runs_is_an_error(tmp_path):
         compare([tmp_path], tmp_path)
 
 
-RESULTS = {"metric": "mse", "best": {"step": 2}, "validation": [{"step": 2, "mean": 0.5, "ci95": 0.1}], "test": None,
-           "config": {"algorithm": {"lr": 0.01}}}
-EXPECTED = (r"; expected a training run's results.json: a JSON object with metric \(acc or mse\), best \{step\}, "
-            r"validation \[\{step, mean, ci95\}, \.\.\.\], test \(null or \{mean, ci95\}\) and config \{\.\.\.\}$")
+RESULTS = {
+    "metric": "mse",
+    "best": {"step": 2},
+    "validation": [{"step": 2, "mean": 0.5, "ci95": 0.1}],
+    "test": None,
+    "config": {"algorithm": {"lr": 0.01}},
+}
+EXPECTED = (
+    r"; expected a training run's results.json: a JSON object with metric \(acc or mse\), best \{step\}, "
+    r"validation \[\{step, mean, ci95\}, \.\.\.\], test \(null or \{mean, ci95\}\) and config \{\.\.\.\}$"
+)
 
 
 def run_dir(path, content: bytes):
@@ -59,14 +75,19 @@ def run_dir(path, content: bytes):
     return path
 
 
-@pytest.mark.parametrize("content, problem", [
-    (b"[]", r" holds \[\], not a JSON object"),
-    (b'{"foo": 1}', r" has missing or malformed metric, best, validation, config"),
-    (json.dumps({**RESULTS, "validation": [{"step": 2, "mean": "high"}]}).encode(),
-     r" has missing or malformed validation"),
-    (b"\xff\xfe{}", r" \('utf-8' codec can't decode byte 0xff in position 0: invalid start byte\)"),
-    (json.dumps(RESULTS).encode()[:30], r" \(Unterminated string starting at: line 1 column 28 \(char 27\)\)"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"[]", r" holds \[\], not a JSON object"),
+        (b'{"foo": 1}', r" has missing or malformed metric, best, validation, config"),
+        (
+            json.dumps({**RESULTS, "validation": [{"step": 2, "mean": "high"}]}).encode(),
+            r" has missing or malformed validation",
+        ),
+        (b"\xff\xfe{}", r" \('utf-8' codec can't decode byte 0xff in position 0: invalid start byte\)"),
+        (json.dumps(RESULTS).encode()[:30], r" \(Unterminated string starting at: line 1 column 28 \(char 27\)\)"),
+    ],
+)
 def test_a_malformed_results_json_is_named_with_what_is_expected(tmp_path, content, problem):
     runs = [run_dir(tmp_path / "good", json.dumps(RESULTS).encode()), run_dir(tmp_path / "bad", content)]
     (tmp_path / "out").mkdir()
@@ -90,10 +111,18 @@ def regression_run(path, validation: list[float], test: float | None, lr: float)
     """A run directory of validation MSEs at steps 100, 200, ..., the best one's test MSE and ``algorithm.lr``."""
     history = [{"step": 100 * (i + 1), "mean": mean, "ci95": 0.5} for i, mean in enumerate(validation)]
     best = min(history, key=lambda v: (math.isnan(v["mean"]), v["mean"]))
-    return run_dir(path, json.dumps({
-        "metric": "mse", "best": {"metric": "val/mse", "value": best["mean"], "step": best["step"]},
-        "validation": history, "test": None if test is None else {"step": best["step"], "mean": test, "ci95": 0.5},
-        "config": {"algorithm": {"lr": lr}}}).encode())
+    return run_dir(
+        path,
+        json.dumps(
+            {
+                "metric": "mse",
+                "best": {"metric": "val/mse", "value": best["mean"], "step": best["step"]},
+                "validation": history,
+                "test": None if test is None else {"step": best["step"], "mean": test, "ci95": 0.5},
+                "config": {"algorithm": {"lr": lr}},
+            }
+        ).encode(),
+    )
 
 
 def test_a_diverged_run_whose_scores_are_nan_ranks_last(tmp_path):

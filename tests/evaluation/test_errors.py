@@ -1,19 +1,18 @@
 """Wrong checkpoints and unfit folders are one-line errors (MamlError), never tracebacks."""
+
 import errno
 import os
 import shutil
 import tempfile
 
 import pytest
-import torch
 
-from evaluation_helpers import cli
 from maml_cli.config import AdaptConfig, EvalConfig
 from maml_cli.errors import MamlError
 from maml_cli.evaluation import adapt_folders, evaluate
-from maml_cli.training.checkpoint import load_checkpoint, save_checkpoint
-
-from test_adapt import image
+from maml_cli.runs import load_checkpoint, save_checkpoint
+from tests.evaluation.evaluation_helpers import cli
+from tests.evaluation.test_adapt import image
 
 
 def test_a_missing_checkpoint_is_one_line_on_stderr(tmp_path):
@@ -38,8 +37,11 @@ def test_weights_of_another_model(sinusoid_run, tmp_path):
     state = load_checkpoint(sinusoid_run / "checkpoints" / "best.pt")
     state["config"]["model"]["hidden"] = [20, 20]
     save_checkpoint(tmp_path / "other.pt", state)
-    with pytest.raises(MamlError, match=r"was trained with model mlp hidden=\[20, 20\] for sinusoid regression, "
-                                        r"but its weights do not fit that model \(size mismatch"):
+    with pytest.raises(
+        MamlError,
+        match=r"was trained with model mlp hidden=\[20, 20\] for sinusoid regression, "
+        r"but its weights do not fit that model \(size mismatch",
+    ):
         evaluate(EvalConfig(checkpoint=str(tmp_path / "other.pt")), tmp_path)
 
 
@@ -72,16 +74,22 @@ def adapt(run, folders, **changes):
 
 def test_a_support_folder_with_one_class(omniglot_run, folders):
     shutil.rmtree(folders / "support" / "b")
-    with pytest.raises(MamlError, match=r"support folder .*support has 1 class \(a\), but at least 2 classes are "
-                                        r"needed: put each class's images in its own sub-folder"):
+    with pytest.raises(
+        MamlError,
+        match=r"support folder .*support has 1 class \(a\), but at least 2 classes are "
+        r"needed: put each class's images in its own sub-folder",
+    ):
         adapt(omniglot_run, folders)
 
 
 def test_an_output_that_is_a_folder_is_refused_and_left_as_it_was(omniglot_run, folders):
     (folders / "results").mkdir()
     (folders / "results" / "keep.csv").write_text("mine")
-    with pytest.raises(MamlError, match=rf"^output={folders / 'results'} is a folder; give the path of a CSV file, "
-                                        rf"e\.g\. output={folders / 'results' / 'predictions.csv'}$"):
+    with pytest.raises(
+        MamlError,
+        match=rf"^output={folders / 'results'} is a folder; give the path of a CSV file, "
+        rf"e\.g\. output={folders / 'results' / 'predictions.csv'}$",
+    ):
         adapt(omniglot_run, folders, output=str(folders / "results"))
     assert [(p.name, p.read_text()) for p in (folders / "results").iterdir()] == [("keep.csv", "mine")]
 
@@ -89,11 +97,21 @@ def test_an_output_that_is_a_folder_is_refused_and_left_as_it_was(omniglot_run, 
 def test_an_output_inside_a_file_is_one_line_and_the_file_is_left_as_it_was(omniglot_run, folders):
     (folders / "notes.txt").write_text("mine")
     output = folders / "notes.txt" / "sub" / "predictions.csv"
-    done = cli("adapt", f"run={omniglot_run}", f"support={folders / 'support'}", f"query={folders / 'query'}",
-               f"output={output}", f"hydra.run.dir={folders / 'out'}", cwd=folders, check=False)
+    done = cli(
+        "adapt",
+        f"run={omniglot_run}",
+        f"support={folders / 'support'}",
+        f"query={folders / 'query'}",
+        f"output={output}",
+        f"hydra.run.dir={folders / 'out'}",
+        cwd=folders,
+        check=False,
+    )
     assert done.returncode == 1
-    assert done.stderr.strip() == (f"Error: cannot write output={output}: {folders / 'notes.txt'} is a file, not a "
-                                   "folder; give the path of a CSV file in a folder")
+    assert done.stderr.strip() == (
+        f"Error: cannot write output={output}: {folders / 'notes.txt'} is a file, not a "
+        "folder; give the path of a CSV file in a folder"
+    )
     assert (folders / "notes.txt").read_text() == "mine"
 
 
@@ -102,8 +120,11 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(omni
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
 
     monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
-    with pytest.raises(MamlError, match=rf"cannot write output=.*p\.csv: Permission denied \({folders / 'locked'}\); "
-                                        "give the path of a CSV file in a folder you can write"):
+    with pytest.raises(
+        MamlError,
+        match=rf"cannot write output=.*p\.csv: Permission denied \({folders / 'locked'}\); "
+        "give the path of a CSV file in a folder you can write",
+    ):
         adapt(omniglot_run, folders, output=str(folders / "locked" / "p.csv"))
 
 

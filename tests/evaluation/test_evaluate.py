@@ -1,17 +1,32 @@
 """maml-eval: adaptation curves with confidence intervals, eval.json, figures, and the W&B eval run."""
+
 import hashlib
 import json
 import math
 
-from evaluation_helpers import cli, inspect, run_record, wandb_run
+from tests.evaluation.evaluation_helpers import cli, inspect, run_record, wandb_run
 
 
 def test_omniglot_curve_has_a_confidence_interval_and_spread_per_step(omniglot_run, omniglot_root, tmp_path):
-    cli("eval", f"run={omniglot_run}", f"data_root={omniglot_root}", "tasks=6", "steps=3", "queries=3",
-        f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    cli(
+        "eval",
+        f"run={omniglot_run}",
+        f"data_root={omniglot_root}",
+        "tasks=6",
+        "steps=3",
+        "queries=3",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+    )
 
     report = json.loads((tmp_path / "eval.json").read_text())
-    assert (report["split"], report["ways"], report["shots"], report["queries"], report["tasks"]) == ("test", 5, 1, 3, 6)
+    assert (report["split"], report["ways"], report["shots"], report["queries"], report["tasks"]) == (
+        "test",
+        5,
+        1,
+        3,
+        6,
+    )
     assert report["metric"] == "acc"
     assert [p["step"] for p in report["curve"]] == [0, 1, 2, 3]
     for point in report["curve"]:
@@ -26,8 +41,16 @@ def test_omniglot_curve_has_a_confidence_interval_and_spread_per_step(omniglot_r
 
 def test_eval_run_joins_the_training_group_with_its_numbers_in_the_summary(omniglot_run, omniglot_root, tmp_path):
     checkpoint = omniglot_run / "checkpoints" / "best.pt"
-    cli("eval", f"checkpoint={checkpoint}", f"data_root={omniglot_root}", "tasks=4", "steps=1", "queries=1",
-        f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    cli(
+        "eval",
+        f"checkpoint={checkpoint}",
+        f"data_root={omniglot_root}",
+        "tasks=4",
+        "steps=1",
+        "queries=1",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+    )
     report = json.loads((tmp_path / "eval.json").read_text())
     train_run = wandb_run(omniglot_run)
 
@@ -46,8 +69,19 @@ def test_eval_run_joins_the_training_group_with_its_numbers_in_the_summary(omnig
 
 
 def test_sinusoid_eval_reports_mse_and_draws_the_adapted_fits(sinusoid_run, tmp_path):
-    cli("eval", f"run={sinusoid_run}", "split=val", "shots=5", "queries=4", "tasks=5", "steps=2", "plot_tasks=2",
-        "logger=none", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    cli(
+        "eval",
+        f"run={sinusoid_run}",
+        "split=val",
+        "shots=5",
+        "queries=4",
+        "tasks=5",
+        "steps=2",
+        "plot_tasks=2",
+        "logger=none",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+    )
 
     report = json.loads((tmp_path / "eval.json").read_text())
     assert (report["metric"], report["split"], report["shots"], report["queries"]) == ("mse", "val", 5, 4)

@@ -1,7 +1,8 @@
 """Fixtures of the training tests."""
+
 import pytest
 
-from training_helpers import TINY, TINY_CONV
+from tests.training.training_helpers import TINY, TINY_CONV
 
 
 @pytest.fixture(scope="session")

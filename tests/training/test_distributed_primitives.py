@@ -1,5 +1,6 @@
 """Task-parallel primitives: N gloo processes make the update of one process on the whole meta-batch;
 a stalled rank fails the others after the timeout; submitit jobs of several tasks form a group too."""
+
 import os
 import time
 
@@ -8,8 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from maml_cli.core import InnerLoopConfig, MetaLearner
-from maml_cli.data.tasks import TaskBatch
+from maml_cli.core import InnerLoopConfig, MetaLearner, TaskBatch
 from maml_cli.errors import MamlError
 from maml_cli.models import Conv4
 from maml_cli.training.distributed import Distributed, init_distributed, shutdown_distributed
@@ -84,8 +84,12 @@ def test_a_stalled_rank_makes_the_others_fail_clearly_after_the_timeout(tmp_path
     started = time.monotonic()
     mp.start_processes(_stalling_rank, args=(29512, out), nprocs=2, start_method="spawn")
     message = open(out).read()
-    assert message.startswith("process 0 of 2 lost the others: one of them failed or did not answer within "
-                              "dist_timeout_s=2 s") and "Timed out" in message
+    assert (
+        message.startswith(
+            "process 0 of 2 lost the others: one of them failed or did not answer within dist_timeout_s=2 s"
+        )
+        and "Timed out" in message
+    )
     assert time.monotonic() - started < 60
 
 
@@ -96,9 +100,15 @@ def test_a_multi_task_submitit_job_exports_torchruns_variables(monkeypatch):
         monkeypatch.delenv(key)
     monkeypatch.setattr(dist, "init_process_group", lambda backend, timeout: None)
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
-    task = {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "1234", "SUBMITIT_LOCAL_NTASKS": "2",
-            "SUBMITIT_LOCAL_JOB_NUM_NODES": "1", "SUBMITIT_LOCAL_NODEID": "0", "SUBMITIT_LOCAL_GLOBALID": "1",
-            "SUBMITIT_LOCAL_LOCALID": "1"}
+    task = {
+        "SUBMITIT_EXECUTOR": "local",
+        "SUBMITIT_LOCAL_JOB_ID": "1234",
+        "SUBMITIT_LOCAL_NTASKS": "2",
+        "SUBMITIT_LOCAL_JOB_NUM_NODES": "1",
+        "SUBMITIT_LOCAL_NODEID": "0",
+        "SUBMITIT_LOCAL_GLOBALID": "1",
+        "SUBMITIT_LOCAL_LOCALID": "1",
+    }
     for key, value in task.items():
         monkeypatch.setenv(key, value)
     ctx = init_distributed(torch.device("cpu"), timeout_s=5)
@@ -114,7 +124,7 @@ def test_a_single_task_submitit_job_stays_one_process(monkeypatch):
 
 
 def test_the_timeout_must_be_positive():
-    from training_helpers import config  # not at the top: spawned ranks import this module
+    from tests.training.training_helpers import config  # not at the top: spawned ranks import this module
 
     with pytest.raises(MamlError, match="dist_timeout_s=0.0 is out of range"):
         config("dist_timeout_s=0")

@@ -4,20 +4,31 @@ Every rank draws the same meta-batch and meta-trains on its half; the all-reduce
 the single-process one up to the order of the float32 sums, so the weights after a few meta-steps
 agree to rtol=1e-5, atol=1e-6 (measured: max abs difference ~3e-8 after 8-10 Adam steps).
 """
+
 import json
 import subprocess
 
 import pytest
 import torch
 
-from maml_cli.training import RunInfo, load_checkpoint, train
-from training_helpers import BIN, ENV, config, inspect, records, wandb_runs
+from maml_cli.runs import load_checkpoint
+from maml_cli.training import RunInfo, train
+from tests.training.training_helpers import BIN, ENV, config, inspect, records, wandb_runs
 
 pytestmark = pytest.mark.slow
 
 # 8 meta-steps of 4 tasks (2 per process); 6 validation and 5 test episodes (an uneven split: 3 + 2)
-ARGS = ["dataset=sinusoid", "iterations=8", "meta_batch_size=4", "val_tasks=6", "test_tasks=5",
-        "algorithm.eval_steps=2", "log_every=2", "val_every=2", "checkpoint_every=2"]
+ARGS = [
+    "dataset=sinusoid",
+    "iterations=8",
+    "meta_batch_size=4",
+    "val_tasks=6",
+    "test_tasks=5",
+    "algorithm.eval_steps=2",
+    "log_every=2",
+    "val_every=2",
+    "checkpoint_every=2",
+]
 # each rank asks Hydra for its own run dir, as a `${now:...}` that ticks between two ranks' starts would
 RANK_DIR = "hydra.run.dir={}/run_${{oc.env:RANK}}"
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
@@ -26,8 +37,15 @@ TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
 def torchrun(*args: str, cwd, nproc: int = 2, log_dir=None, timeout: float = 120) -> subprocess.CompletedProcess:
     """``torchrun --standalone`` (a free rendezvous port on localhost) of the installed ``maml-train``."""
     logs = [f"--log-dir={log_dir}", "--redirects=3"] if log_dir else []
-    command = [str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={nproc}", *logs, "--no-python",
-               str(BIN / "maml-train"), *args]
+    command = [
+        str(BIN / "torchrun"),
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        *logs,
+        "--no-python",
+        str(BIN / "maml-train"),
+        *args,
+    ]
     return subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
@@ -87,7 +105,7 @@ def test_a_meta_batch_that_does_not_split_evenly_is_refused_before_training(tmp_
     result = torchrun(*ARGS, "meta_batch_size=3", RANK_DIR.format(tmp_path), cwd=tmp_path, log_dir=tmp_path / "logs")
     assert result.returncode != 0
     [rank0] = (tmp_path / "logs").glob("*/attempt_0/0/stderr.log")
-    assert rank0.read_text().strip() == ("Error: meta_batch_size=3 is not divisible by the 2 processes; "
-                                         "use a multiple of 2, e.g. [2, 4, 6, 8]")  # one line, no traceback
+    assert rank0.read_text().strip() == (
+        "Error: meta_batch_size=3 is not divisible by the 2 processes; use a multiple of 2, e.g. [2, 4, 6, 8]"
+    )  # one line, no traceback
     assert not (tmp_path / "run_0" / "checkpoints").exists() and not (tmp_path / "run_0" / "wandb").exists()
-

@@ -1,4 +1,5 @@
 """Progress: a live bar on a terminal, one plain line per interval elsewhere, always in the log."""
+
 import io
 import logging
 

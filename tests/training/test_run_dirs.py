@@ -1,6 +1,7 @@
 """No run is lost or clobbered: a directory per job, a lock while a process uses it, and environment
 faults (full disk, read-only directory, bad seed, unfit checkpoint) reported in one line, exit 1,
 with everything written earlier left intact."""
+
 import json
 import os
 import re
@@ -17,8 +18,9 @@ from hydra import compose, initialize_config_module
 from maml_cli.cli.rundir import LOCK, lock_run_dir
 from maml_cli.config import EvalConfig
 from maml_cli.errors import MamlError
-from maml_cli.training import RunInfo, load_checkpoint, save_checkpoint, train
-from training_helpers import BIN, ENV, TINY, config, maml_train
+from maml_cli.runs import load_checkpoint, save_checkpoint
+from maml_cli.training import RunInfo, train
+from tests.training.training_helpers import BIN, ENV, TINY, config, maml_train
 
 # 4 meta-steps of a tiny sinusoid run, no W&B, checkpoints and validation every 2 steps
 QUICK = [*TINY, "test_tasks=0", "logger=none", "iterations=4", "val_every=2", "checkpoint_every=2"]
@@ -48,8 +50,14 @@ RUN_DIR_NAME = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}"  # start time, then
 def maml_train_with(prelude: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """``maml-train *args`` in a Python that first runs ``prelude`` (which simulates a fault)."""
     code = f"{prelude}\nimport sys\nfrom maml_cli.cli.train import main\nsys.argv = ['maml-train', *{list(args)!r}]\n"
-    return subprocess.run([sys.executable, "-c", code + "sys.exit(main())"], cwd=cwd, env=env or ENV,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code + "sys.exit(main())"],
+        cwd=cwd,
+        env=env or ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def train_quietly(job: Path, *overrides: str) -> None:
@@ -86,8 +94,17 @@ def test_each_composed_job_gets_its_own_timestamped_dir_resolved_once():
 
 @pytest.mark.slow
 def test_two_jobs_started_together_keep_complete_outputs_in_their_own_dirs(tmp_path):
-    jobs = [subprocess.Popen([str(BIN / "maml-train"), *QUICK, f"seed={seed}"], cwd=tmp_path, env=ENV,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (0, 1)]
+    jobs = [
+        subprocess.Popen(
+            [str(BIN / "maml-train"), *QUICK, f"seed={seed}"],
+            cwd=tmp_path,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (0, 1)
+    ]
     for job in jobs:
         _, stderr = job.communicate(timeout=300)
         assert job.returncode == 0, stderr
@@ -108,16 +125,27 @@ def test_two_jobs_started_together_keep_complete_outputs_in_their_own_dirs(tmp_p
 
 def test_a_locked_dir_is_refused_until_its_process_dies(tmp_path):
     job = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from maml_cli.cli.rundir import lock_run_dir; lock_run_dir(Path(sys.argv[1])); "
-                               "print('locked', flush=True); time.sleep(300)", str(job)],
-                              env=ENV, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from maml_cli.cli.rundir import lock_run_dir; lock_run_dir(Path(sys.argv[1])); "
+            "print('locked', flush=True); time.sleep(300)",
+            str(job),
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline() == "locked\n"
         with pytest.raises(MamlError) as refused:
             lock_run_dir(job)
-        assert str(refused.value) == (f"hydra.run.dir={job} is in use by another running process (pid {holder.pid}); "
-                                      "wait for it to end, or choose another hydra.run.dir")
+        assert str(refused.value) == (
+            f"hydra.run.dir={job} is in use by another running process (pid {holder.pid}); "
+            "wait for it to end, or choose another hydra.run.dir"
+        )
     finally:
         holder.kill()  # SIGKILL: no clean-up, the kernel drops the lock
         holder.wait()
@@ -130,8 +158,14 @@ def test_a_locked_dir_is_refused_until_its_process_dies(tmp_path):
 def test_a_second_process_on_a_live_run_dir_is_refused_and_the_first_finishes_intact(tmp_path):
     job = tmp_path / "run"
     args = [*QUICK, "iterations=20", f"hydra.run.dir={job}"]
-    first = subprocess.Popen([str(BIN / "maml-train"), *args], cwd=tmp_path, env=ENV,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [str(BIN / "maml-train"), *args],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not ((job / LOCK).is_file() and (job / LOCK).read_text() == f"{first.pid}\n"):
         assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
@@ -141,7 +175,8 @@ def test_a_second_process_on_a_live_run_dir_is_refused_and_the_first_finishes_in
         for again in ([], ["resume=true"]):  # the same dir twice; resuming a run that is still training
             assert one_line_error(maml_train(*args, *again, cwd=tmp_path)) == (
                 f"Error: hydra.run.dir={job} is in use by another running process (pid {first.pid}); "
-                "wait for it to end, or choose another hydra.run.dir")
+                "wait for it to end, or choose another hydra.run.dir"
+            )
     finally:
         first.send_signal(signal.SIGCONT)
     _, stderr = first.communicate(timeout=300)
@@ -160,11 +195,13 @@ def test_a_full_disk_stops_training_with_one_message_and_keeps_what_was_written(
     job = tmp_path / "run"
     train_quietly(job)
     before = snapshot(job)
-    line = one_line_error(maml_train_with(FULL_DISK, *QUICK, "iterations=8", "resume=true", f"hydra.run.dir={job}",
-                                          cwd=tmp_path))
+    line = one_line_error(
+        maml_train_with(FULL_DISK, *QUICK, "iterations=8", "resume=true", f"hydra.run.dir={job}", cwd=tmp_path)
+    )
     written = rf"{re.escape(str(job))}/(checkpoints/\w+\.pt|results\.json)"  # whichever is written first
-    assert re.fullmatch(rf"Error: cannot write {written}: No space left on device; any earlier \S+ is left as it was",
-                        line), line
+    assert re.fullmatch(
+        rf"Error: cannot write {written}: No space left on device; any earlier \S+ is left as it was", line
+    ), line
     assert snapshot(job) == before
     assert not list(job.rglob("*.tmp"))
 
@@ -188,12 +225,14 @@ def test_a_read_only_output_dir_is_reported_and_earlier_runs_are_kept(tmp_path, 
             denied.chmod(0o755)
     line = one_line_error(result)
     if read_only == "parent":  # refused before anything is written
-        assert line == (f"Error: cannot write into hydra.run.dir={target}: Permission denied; "
-                        "choose a writable hydra.run.dir")
+        assert line == (
+            f"Error: cannot write into hydra.run.dir={target}: Permission denied; choose a writable hydra.run.dir"
+        )
         assert not target.exists()
     else:  # the lock file, train.log, .hydra/ and checkpoints/ exist; results.json needs a new (temporary) name
-        assert line == (f"Error: cannot write {job}/results.json: Permission denied; "
-                        "any earlier results.json is left as it was")
+        assert line == (
+            f"Error: cannot write {job}/results.json: Permission denied; any earlier results.json is left as it was"
+        )
     after = snapshot(job)
     assert after["checkpoints/last.pt"] == before["checkpoints/last.pt"]
     assert after["results.json"] == before["results.json"]
@@ -212,7 +251,8 @@ def test_seeds_outside_numpy_and_torch_range_are_refused():
 @pytest.mark.slow
 def test_a_negative_seed_exits_with_one_line(tmp_path):
     assert one_line_error(maml_train("seed=-1", "logger=none", cwd=tmp_path)) == (
-        "Error: seed=-1 is out of range: it must be >= 0 and <= 4294967295")
+        "Error: seed=-1 is out of range: it must be >= 0 and <= 4294967295"
+    )
 
 
 @pytest.mark.slow
@@ -227,12 +267,16 @@ def test_resuming_an_unfit_checkpoint_names_it_and_what_is_wrong(tmp_path):
     before = snapshot(good)
 
     line = one_line_error(maml_train(*QUICK, f"resume={unfit}", f"hydra.run.dir={tmp_path / 'new'}", cwd=tmp_path))
-    assert line == (f"Error: checkpoint {unfit}: its weights do not fit the model of its own config "
-                    "(name=mlp hidden=[64, 64]): model.body.1.weight has shape [40, 1], the model's [64, 1]; "
-                    "model.body.1.bias has shape [40], the model's [64]; "
-                    "model.body.3.weight has shape [40, 40], the model's [64, 64]; ...")
+    assert line == (
+        f"Error: checkpoint {unfit}: its weights do not fit the model of its own config "
+        "(name=mlp hidden=[64, 64]): model.body.1.weight has shape [40, 1], the model's [64, 1]; "
+        "model.body.1.bias has shape [40], the model's [64]; "
+        "model.body.3.weight has shape [40, 40], the model's [64, 64]; ..."
+    )
     with pytest.raises(MamlError) as missing:
         train_quietly(tmp_path / "new", f"resume={partial}")
-    assert str(missing.value) == (f"checkpoint {partial} cannot be resumed: it lacks learner (a training checkpoint "
-                                  "holds config, learner, optimizer, scheduler, step, best, rng, wandb, history)")
+    assert str(missing.value) == (
+        f"checkpoint {partial} cannot be resumed: it lacks learner (a training checkpoint "
+        "holds config, learner, optimizer, scheduler, step, best, rng, wandb, history)"
+    )
     assert snapshot(good) == before and not (tmp_path / "new" / "checkpoints").exists()

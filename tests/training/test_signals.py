@@ -1,5 +1,6 @@
 """Interruptions lose nothing: SIGTERM, SIGUSR1 and SIGINT stop training cleanly, resume continues exactly,
 submitit's preemption signal requeues the job, and a killed write's temporary files are removed."""
+
 import json
 import os
 import re
@@ -11,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from maml_cli.training import RunInfo, load_checkpoint, signals, train, trainer
-from maml_cli.training.checkpoint import remove_temporaries
+from maml_cli.runs.checkpoints import load_checkpoint, remove_temporaries
+from maml_cli.training import RunInfo, signals, train, trainer
 from maml_cli.training.signals import Interrupted, StopSignals
-from training_helpers import BIN, ENV, TINY, config, inspect, records, wandb_runs
+from tests.training.training_helpers import BIN, ENV, TINY, config, inspect, records, wandb_runs
 
 # mid-run for a signal sent when the first checkpoint appears (step 20), and the whole run in seconds
 ITERATIONS = 200
@@ -27,8 +28,9 @@ def start(*args: str, cwd: Path) -> tuple[subprocess.Popen, Path]:
     """``maml-train *args`` in the background; its stderr goes to the returned file."""
     stderr = cwd / f"stderr-{time.monotonic_ns()}.txt"
     with stderr.open("w") as err:
-        process = subprocess.Popen([str(BIN / "maml-train"), *args], cwd=cwd, env=QUIET_ENV,
-                                   stdout=subprocess.DEVNULL, stderr=err)
+        process = subprocess.Popen(
+            [str(BIN / "maml-train"), *args], cwd=cwd, env=QUIET_ENV, stdout=subprocess.DEVNULL, stderr=err
+        )
     return process, stderr
 
 
@@ -75,7 +77,8 @@ def test_a_signal_stops_the_run_cleanly_and_resume_continues_exactly(tmp_path, s
     err = stderr.read_text()
     assert "Traceback" not in err and err.strip().splitlines() == [
         f"{signum.name}: stopped after meta-step {step}, saved {job / 'checkpoints' / 'last.pt'}; "
-        f"continue with hydra.run.dir={job} resume=true"]
+        f"continue with hydra.run.dir={job} resume=true"
+    ]
     results = json.loads((job / "results.json").read_text())
     assert (results["status"], results["step"]) == ("interrupted" if signum == signal.SIGINT else "preempted", step)
 
@@ -124,11 +127,22 @@ def submitit_task(folder: Path) -> int:
 @pytest.mark.slow
 def test_under_torchrun_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     job, logs = tmp_path / "run", tmp_path / "logs"
-    command = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", f"--log-dir={logs}", "--redirects=3",
-               "--no-python", str(BIN / "maml-train"), *RUN, "meta_batch_size=4", "iterations=5000",
-               f"hydra.run.dir={job}"]
-    process = subprocess.Popen(command, cwd=tmp_path, env=QUIET_ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    command = [
+        str(BIN / "torchrun"),
+        "--standalone",
+        "--nproc_per_node=2",
+        f"--log-dir={logs}",
+        "--redirects=3",
+        "--no-python",
+        str(BIN / "maml-train"),
+        *RUN,
+        "meta_batch_size=4",
+        "iterations=5000",
+        f"hydra.run.dir={job}",
+    ]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=QUIET_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     wait_for(job / "checkpoints" / "last.pt", process)
     os.kill(rank_process(1, str(job)), signal.SIGTERM)  # rank 0 gets none: it learns of it at the next step
     process.wait(timeout=120)
@@ -173,8 +187,7 @@ def signal_on_call(monkeypatch, call: int, signum: int = signal.SIGTERM) -> None
     monkeypatch.setattr(trainer, "episode_scores", scored)
 
 
-def test_a_signal_during_validation_stops_before_its_next_chunk_and_resume_validates_that_step(tmp_path,
-                                                                                                monkeypatch):
+def test_a_signal_during_validation_stops_before_its_next_chunk_and_resume_validates_that_step(tmp_path, monkeypatch):
     before = signal.getsignal(signal.SIGTERM)
     run_in_process(tmp_path / "straight")
     signal_on_call(monkeypatch, 3)  # the first chunk of the validation at step 20
@@ -224,8 +237,11 @@ def test_a_repeated_signal_exits_at_once_unless_it_comes_right_after_the_first(m
 def test_temporary_files_of_a_killed_write_are_removed_when_a_run_starts_in_that_directory(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    stale = [run / "checkpoints" / ".last.pt.x1y2z3.tmp", run / "checkpoints" / ".best.pt.4f3a2b1c.tmp",
-             run / ".results.json.0a1b2c3d.tmp"]
+    stale = [
+        run / "checkpoints" / ".last.pt.x1y2z3.tmp",
+        run / "checkpoints" / ".best.pt.4f3a2b1c.tmp",
+        run / ".results.json.0a1b2c3d.tmp",
+    ]
     kept = [run / "notes.tmp", run / "checkpoints" / "last.pt.bak"]
     for path in stale + kept:
         path.write_bytes(b"partial")

@@ -1,4 +1,5 @@
 """``maml-train`` end to end: runs on CPU, checkpoints, offline W&B runs read back, kill -9 and resume."""
+
 import json
 import signal
 import subprocess
@@ -6,16 +7,25 @@ import time
 
 import pytest
 
-from maml_cli.training import load_checkpoint
-from training_helpers import BIN, ENV, TINY, inspect, maml_train, records, wandb_runs
+from maml_cli.runs import load_checkpoint
+from tests.training.training_helpers import BIN, ENV, TINY, inspect, maml_train, records, wandb_runs
 
 pytestmark = pytest.mark.slow
 
 
 def test_sinusoid_trains_checkpoints_and_logs_an_offline_wandb_run(tmp_path):
     job = tmp_path / "run"
-    result = maml_train("dataset=sinusoid", "iterations=200", *TINY, "log_every=20", "val_every=100",
-                        "checkpoint_every=100", "name=smoke", f"hydra.run.dir={job}", cwd=tmp_path)
+    result = maml_train(
+        "dataset=sinusoid",
+        "iterations=200",
+        *TINY,
+        "log_every=20",
+        "val_every=100",
+        "checkpoint_every=100",
+        "name=smoke",
+        f"hydra.run.dir={job}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert load_checkpoint(job / "checkpoints" / "last.pt")["step"] == 200
     assert load_checkpoint(job / "checkpoints" / "best.pt")["best"]["metric"] == "val/mse"
@@ -37,18 +47,33 @@ def test_sinusoid_trains_checkpoints_and_logs_an_offline_wandb_run(tmp_path):
     history = [h["item"] for h in records(run_dir, "history")]
     train_rows = [h for h in history if "train/loss" in h]
     assert [h["meta/step"] for h in train_rows] == list(range(20, 201, 20))
-    assert {"train/mse_pre", "train/mse_post", "train/adaptation_gain", "train/support_loss/step_0", "train/meta_lr",
-            "perf/steps_per_s", "perf/tasks_per_s", "perf/peak_memory_mb"} <= set(train_rows[-1])
+    assert {
+        "train/mse_pre",
+        "train/mse_post",
+        "train/adaptation_gain",
+        "train/support_loss/step_0",
+        "train/meta_lr",
+        "perf/steps_per_s",
+        "perf/tasks_per_s",
+        "perf/peak_memory_mb",
+    } <= set(train_rows[-1])
     assert [h["meta/step"] for h in history if "val/mse" in h] == [100, 200]
     [artifact] = records(run_dir, "artifact")
-    assert {e["ref"] for e in artifact["manifest"]["contents"]} == {(job / "checkpoints" / n).as_uri()
-                                                                     for n in ("best.pt", "last.pt")}
+    assert {e["ref"] for e in artifact["manifest"]["contents"]} == {
+        (job / "checkpoints" / n).as_uri() for n in ("best.pt", "last.pt")
+    }
 
 
 def test_omniglot_trains_on_the_real_data(tmp_path, omniglot_overrides):
     job = tmp_path / "run"
-    result = maml_train(*omniglot_overrides, "iterations=50", "val_every=25", "checkpoint_every=25",
-                        f"hydra.run.dir={job}", cwd=tmp_path)
+    result = maml_train(
+        *omniglot_overrides,
+        "iterations=50",
+        "val_every=25",
+        "checkpoint_every=25",
+        f"hydra.run.dir={job}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     results = json.loads((job / "results.json").read_text())
     assert results["metric"] == "acc" and [v["step"] for v in results["validation"]] == [25, 50]
@@ -63,8 +88,9 @@ def test_omniglot_trains_on_the_real_data(tmp_path, omniglot_overrides):
 def test_a_killed_run_resumes_from_its_last_checkpoint_to_completion(tmp_path):
     job, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.pt"
     args = ["iterations=400", *TINY, "log_every=20", "val_every=100", "checkpoint_every=20", f"hydra.run.dir={job}"]
-    process = subprocess.Popen([str(BIN / "maml-train"), *args], cwd=tmp_path, env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [str(BIN / "maml-train"), *args], cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)

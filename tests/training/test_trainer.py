@@ -1,15 +1,17 @@
-"""The training loop in-process: exact resume, non-finite losses, resumed settings, results.json."""
+"""The training loop in-process: exact resume, non-finite losses and scores, resumed settings, results.json."""
+
 import json
 import logging
+import math
 
 import pytest
 import torch
 
 from maml_cli.errors import MamlError
-from maml_cli.training import RunInfo, load_checkpoint, train
+from maml_cli.runs import load_checkpoint
+from maml_cli.training import RunInfo, train
 from maml_cli.training.resume import config_dict, resumed_config
-
-from training_helpers import TINY, config
+from tests.training.training_helpers import TINY, config
 
 QUIET = [*TINY, "logger=none", "val_every=10", "checkpoint_every=10"]
 
@@ -52,8 +54,15 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
 
 def test_resuming_keeps_the_trained_settings_and_takes_only_run_control_overrides(caplog):
     saved = config_dict(config("dataset=omniglot", "ways=20", "algorithm.lr=0.1", "iterations=100"))
-    overrides = ["dataset=omniglot", "ways=20", "iterations=500", "algorithm.lr=0.9", "logger=none",
-                 "dataset.root=/data/omniglot", "resume=true"]
+    overrides = [
+        "dataset=omniglot",
+        "ways=20",
+        "iterations=500",
+        "algorithm.lr=0.9",
+        "logger=none",
+        "dataset.root=/data/omniglot",
+        "resume=true",
+    ]
     with caplog.at_level(logging.WARNING):
         resumed = resumed_config(saved, config(*overrides), overrides)
     assert (resumed.dataset.name, resumed.ways, resumed.algorithm.lr) == ("omniglot", 20, 0.1)
@@ -81,3 +90,18 @@ def test_the_seed_fixes_the_run_and_another_seed_changes_it(tmp_path):
     assert_same_tensors(a["learner"], b["learner"])
     assert a["history"] == b["history"]
     assert not torch.equal(a["learner"]["model.head.weight"], c["learner"]["model.head.weight"])
+
+
+def test_a_nan_validation_is_replaced_as_best_by_the_first_finite_one(tmp_path, monkeypatch):
+    scores = iter([math.nan, 8.2, 12.4])  # validation MSE at steps 1, 2 and 3
+
+    def fake_scores(learner, episodes, steps=None):
+        return torch.full((len(episodes),), next(scores), dtype=torch.float64)
+
+    monkeypatch.setattr("maml_cli.training.trainer.episode_scores", fake_scores)
+    cfg = config(*TINY, "logger=none", "iterations=3", "val_every=1", "checkpoint_every=1", "test_tasks=0")
+    assert train(cfg, RunInfo(output_dir=tmp_path)) == -8.2
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["best"] == {"metric": "val/mse", "value": 8.2, "step": 2}
+    assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["step"] == 2

@@ -1,4 +1,5 @@
 """Helpers of the training tests: tiny configs, the console script, and reading offline W&B runs back."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def maml_train(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "maml-train"), *args], cwd=cwd, env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "maml-train"), *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def wandb_runs(job_dir: Path) -> list[Path]:
@@ -39,14 +41,24 @@ def wandb_runs(job_dir: Path) -> list[Path]:
 
 def inspect(run_dir: Path) -> dict:
     """What W&B recorded for an offline run: config, summary, state, name, tags, ... (``wandb leet inspect``)."""
-    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)],
-                         capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return json.loads(out.stdout)
 
 
 def records(run_dir: Path, kind: str) -> list[dict]:
     """The records of one type (``history``, ``run``, ``artifact``, ...) of an offline run."""
-    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)],
-                         capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     lines = (json.loads(line) for line in out.stdout.splitlines() if line.strip())
     return [line[kind] for line in lines if line.get("type") == kind]

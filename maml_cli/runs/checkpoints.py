@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, safe reads (``weights_only``), and every RNG state a run depends on.
+"""Checkpoint files: atomic writes and safe reads (``weights_only``) of the ``maml-cli/1`` format.
 
 A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts), ``format`` ``maml-cli/1``:
 ``config`` (the resolved config), ``learner``, ``optimizer``, ``scheduler``, ``step`` (meta-steps
@@ -6,15 +6,14 @@ done), ``best`` (``metric``, ``value``, ``step``), ``rng`` (``python``, ``numpy`
 ``cuda``, ``sampler``), ``wandb`` (``id``, ``project``, ``group``, ``dir``) and ``history``
 (the validation results so far).
 """
+
 from __future__ import annotations
 
 import io
 import os
-import random
 import secrets
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from maml_cli.errors import MamlError
@@ -42,8 +41,9 @@ def atomic_write(path: Path, payload: bytes) -> None:
             tmp.unlink(missing_ok=True)
             raise
     except OSError as error:
-        raise MamlError(f"cannot write {path}: {error.strerror or error}; any earlier {path.name} is left "
-                        "as it was") from None
+        raise MamlError(
+            f"cannot write {path}: {error.strerror or error}; any earlier {path.name} is left as it was"
+        ) from None
 
 
 def remove_temporaries(run_dir: Path) -> list[Path]:
@@ -71,55 +71,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, foreign pickle, objects weights_only refuses, ...
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise MamlError(f"cannot read checkpoint {path}: truncated, corrupt or not a maml-cli checkpoint "
-                        f"({reason})") from None
+        raise MamlError(
+            f"cannot read checkpoint {path}: truncated, corrupt or not a maml-cli checkpoint ({reason})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise MamlError(f"{path} is not a maml-cli checkpoint (format {found!r}, expected {FORMAT!r})")
     return state
-
-
-def find_checkpoint(resume: str | None, output_dir: Path) -> Path | None:
-    """The checkpoint that ``resume`` asks for, or None to start afresh.
-
-    ``true``: this job's ``checkpoints/last.pt`` if it exists (so a re-queued job continues);
-    a path: that checkpoint file, or the ``last.pt`` of that run dir (which must exist).
-    """
-    if resume is None or resume.lower() in ("false", "none", "null", ""):
-        return None
-    if resume.lower() == "true":
-        last = output_dir / "checkpoints" / "last.pt"
-        return last if last.is_file() else None
-    path = Path(resume).expanduser()
-    if path.is_dir():
-        path = next((p for p in (path / "checkpoints" / "last.pt", path / "last.pt") if p.is_file()), path)
-        if path.is_dir():
-            raise MamlError(f"resume={resume}: no checkpoints/last.pt in that directory")
-    if not path.is_file():
-        raise MamlError(f"resume={resume}: no such checkpoint file or run directory")
-    return path
-
-
-def rng_state(sampler) -> dict:
-    """Python's, NumPy's, torch's (CPU and CUDA) and the task sampler's RNG states, as plain data."""
-    version, internal, gauss = random.getstate()
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    return {
-        "python": [version, list(internal), gauss],
-        "numpy": [kind, keys.tolist(), position, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "sampler": sampler.state_dict(),
-    }
-
-
-def restore_rng(state: dict, sampler) -> None:
-    """Undo :func:`rng_state`: every generator continues exactly where it was saved."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    sampler.load_state_dict(state["sampler"])

@@ -1,4 +1,6 @@
-"""Scoring fixed episodes: the per-task score after adaptation, and its mean ± 95% confidence interval."""
+"""Scores of fixed episodes: the per-task score after adaptation, its mean ± 95% confidence interval, and which
+score is better."""
+
 from __future__ import annotations
 
 import math
@@ -6,8 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from maml_cli.core import MetaLearner
-from maml_cli.data import TaskBatch
+from maml_cli.core import MetaLearner, TaskBatch
 
 
 def metric_name(learner: MetaLearner) -> str:
