@@ -1,20 +1,21 @@
 """The settings of a run, as typed dataclasses usable without Hydra (Hydra uses them as schemas).
 
-The core's and the data layer's own dataclasses are the nodes of their groups, so each setting is
-defined once. Ranges and cross-field rules run in ``__post_init__``.
+These dataclasses hold every default; the YAML files of ``conf/`` hold only what a choice changes.
+The core's, the datasets' (``maml_cli.data.DATASETS``) and the models' (``maml_cli.models.MODELS``) own
+dataclasses are the nodes of their groups, so each setting is defined once. Ranges and cross-field
+rules run in ``__post_init__``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
-from typing import Any, List, Optional
+from typing import Any
 
-from omegaconf import MISSING, II
+from omegaconf import II, MISSING
 
 from maml_cli.core.config import BatchNormPolicy, InnerLoopConfig, OptimizerConfig, check_range
-from maml_cli.data.config import FolderConfig, MiniImageNetConfig, OmniglotConfig, SinusoidConfig
 from maml_cli.errors import MamlError
-from maml_cli.models.config import Conv4Config, MLPConfig
 
 TASK_SHAPE = ("ways", "shots", "queries")
 SEED_MAX = 2**32 - 1  # NumPy's and torch's seeds: 0 .. 2**32 - 1
@@ -41,9 +42,9 @@ class LoggerConfig:
 
     mode: WandbMode = II("oc.env:WANDB_MODE,offline")
     project: str = "maml-cli"
-    entity: Optional[str] = None
-    group: Optional[str] = None  # default: the sweep (multirun) or the experiment name
-    tags: List[str] = field(default_factory=list)
+    entity: str | None = None
+    group: str | None = None  # default: the sweep (multirun) or the experiment name
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -59,14 +60,14 @@ class TrainConfig:
     device: str = "auto"  # auto: CUDA when present, else CPU
     name: str = "default"  # experiment name: the W&B group of single runs
     log_every: int = 50  # meta-steps between progress lines / W&B training metrics
-    val_every: int = 500  # meta-steps between validations (and at the end)
-    val_tasks: int = 200  # fixed validation episodes
+    val_every: int = 500  # meta-steps between validations (and at the end); best.pt by validation
+    val_tasks: int = 200  # fixed validation episodes (mean ± 95% CI)
     test_tasks: int = 600  # fixed test episodes for the best checkpoint at the end (0: none)
     checkpoint_every: int = 500  # meta-steps between writes of checkpoints/last.pt (and at the end)
-    resume: Optional[str] = None  # true: this job's checkpoints/last.pt if any; or a checkpoint / run dir
+    resume: str | None = None  # true: this job's checkpoints/last.pt if any; or a checkpoint / run dir
     dist_timeout_s: float = 600.0  # under torchrun: seconds a process waits for the others before failing
-    dataset: Any = MISSING
-    model: Any = MISSING
+    dataset: Any = MISSING  # dataset=NAME: a config of maml_cli.data.DATASETS
+    model: Any = MISSING  # model=NAME: a config of maml_cli.models.MODELS (each dataset chooses one)
     algorithm: InnerLoopConfig = field(default_factory=InnerLoopConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -106,15 +107,6 @@ def with_task_shape(config: type) -> type:
     return make_dataclass(config.__name__.replace("Config", "Schema"), [], bases=(config, TaskShape))
 
 
-DATASETS = {
-    "omniglot": OmniglotConfig,
-    "sinusoid": SinusoidConfig,
-    "miniimagenet": MiniImageNetConfig,
-    "folder": FolderConfig,
-}
-MODELS = {"conv4": Conv4Config, "mlp": MLPConfig}
-
-
 # ---------------------------------------------------------------- evaluation and deployment
 
 
@@ -122,10 +114,10 @@ MODELS = {"conv4": Conv4Config, "mlp": MLPConfig}
 class CheckpointSource:
     """A trained model: a ``checkpoint`` file, or a training ``run`` directory (its ``best.pt``)."""
 
-    checkpoint: Optional[str] = None
-    run: Optional[str] = None
-    steps: Optional[int] = None  # inner steps (default: the checkpoint's algorithm.eval_steps)
-    lr: Optional[float] = None  # inner learning rate, one scalar (default: the checkpoint's, learned or not)
+    checkpoint: str | None = None
+    run: str | None = None
+    steps: int | None = None  # inner steps (default: the checkpoint's algorithm.eval_steps)
+    lr: float | None = None  # inner learning rate, one scalar (default: the checkpoint's, learned or not)
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -143,14 +135,14 @@ class EvalConfig(CheckpointSource):
     """``maml-eval``: adaptation curves on fixed episodes; task settings left unset keep the checkpoint's."""
 
     split: str = "test"
-    ways: Optional[int] = None
-    shots: Optional[int] = None
-    queries: Optional[int] = None
-    tasks: int = 600
+    ways: int | None = None
+    shots: int | None = None
+    queries: int | None = None
+    tasks: int = 600  # fixed episodes: the same in every run for the same seed and task shape
     seed: int = 0  # which fixed episodes
-    batchnorm: Optional[BatchNormPolicy] = None
-    eval_chunk: Optional[int] = None  # tasks adapted together (default: the checkpoint's algorithm.eval_chunk)
-    data_root: Optional[str] = None
+    batchnorm: BatchNormPolicy | None = None  # transductive | per_step (default: the checkpoint's)
+    eval_chunk: int | None = None  # tasks adapted together (default: the checkpoint's algorithm.eval_chunk)
+    data_root: str | None = None  # where the dataset is (default: the checkpoint's dataset.root)
     plot_tasks: int = 3  # sinusoid: tasks drawn in fits.png
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
@@ -170,4 +162,4 @@ class AdaptConfig(CheckpointSource):
 
     support: str = MISSING  # one sub-folder of images per class
     query: str = MISSING  # the images to classify
-    output: Optional[str] = None  # CSV path (default: predictions.csv in the run directory)
+    output: str | None = None  # CSV path (default: predictions.csv in the run directory)

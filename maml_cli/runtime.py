@@ -1,4 +1,5 @@
 """What training, evaluation and deployment share: device, seeding, and building a run's objects."""
+
 from __future__ import annotations
 
 import random
@@ -7,10 +8,11 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from maml_cli.config import DATASETS, MODELS, TrainConfig, with_task_shape
+from maml_cli.config import TrainConfig, with_task_shape
 from maml_cli.core import BatchNormPolicy, MetaLearner
+from maml_cli.data import DATASETS
 from maml_cli.errors import MamlError
-from maml_cli.models import build_model
+from maml_cli.models import MODELS, build_model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,6 +51,6 @@ def train_config_from_dict(values: dict) -> TrainConfig:
     except KeyError as error:
         raise MamlError(f"the saved config names an unknown dataset or model: {error}") from None
     schema = OmegaConf.structured(TrainConfig)
-    schema.dataset = OmegaConf.structured(with_task_shape(dataset))
-    schema.model = OmegaConf.structured(model)
+    schema.dataset = OmegaConf.structured(with_task_shape(dataset.config))
+    schema.model = OmegaConf.structured(model.config)
     return OmegaConf.to_object(OmegaConf.merge(schema, values))

@@ -1,20 +1,27 @@
 """The dataset interface: random meta-batches for training, fixed episodes for evaluation."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from functools import partial
-from typing import Iterable
 
 import torch
 
+from maml_cli.core.tasks import TaskBatch
+from maml_cli.data.config import DatasetConfig
 from maml_cli.data.sampler import ClassPool, Plan, Realize, TaskSampler, check_positive, generator, stable_seed
-from maml_cli.data.tasks import TaskBatch
 from maml_cli.errors import MamlError
 
 
 class FewShotDataset(ABC):
-    """A source of few-shot tasks in ``splits``; see ``TaskBatch`` for the tensors' shapes."""
+    """A source of few-shot tasks in ``splits``; see ``TaskBatch`` for the tensors' shapes.
 
+    A dataset declares its settings (``config``, a dataclass whose ``name`` is the dataset's) and is
+    built from them: ``Dataset(config(...))``.
+    """
+
+    config: type[DatasetConfig]
     name: str
     task_kind: str  # "classification" or "regression"
     input_shape: tuple[int, ...]  # of one example: (C, H, W) for images
@@ -37,14 +44,23 @@ class FewShotDataset(ABC):
         check_positive(num_tasks=num_tasks)
         return torch.cat([plan(1, generator(stable_seed(*key, i))) for i in range(num_tasks)])
 
-    def sampler(self, split: str, ways: int, shots: int, queries: int, seed: int = 0,
-                device: str | torch.device = "cpu") -> TaskSampler:
+    def sampler(
+        self, split: str, ways: int, shots: int, queries: int, seed: int = 0, device: str | torch.device = "cpu"
+    ) -> TaskSampler:
         """Random meta-batches of ``split``, reproducible from ``seed`` (and resumable via its state)."""
         plan, realize = self._tasks(self._check_split(split), ways, shots, queries, torch.device(device))
         return TaskSampler(plan, realize, stable_seed("sampler", self.name, split, seed))
 
-    def episodes(self, split: str, ways: int, shots: int, queries: int, num_tasks: int, seed: int = 0,
-                 device: str | torch.device = "cpu") -> TaskBatch:
+    def episodes(
+        self,
+        split: str,
+        ways: int,
+        shots: int,
+        queries: int,
+        num_tasks: int,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> TaskBatch:
         """Fixed evaluation tasks: task ``i`` depends only on the data, the task shape, ``seed`` and ``i``,
         so they are the same in every run and on every machine, and a smaller ``num_tasks`` gives a prefix."""
         plan, realize = self._tasks(self._check_split(split), ways, shots, queries, torch.device(device))
@@ -84,13 +100,17 @@ class ImageDataset(FewShotDataset):
         classes = len(pool.names)
         if ways > classes:
             advice = f"choose ways <= {classes}" if classes > 1 else "a task needs at least 2 classes: add some"
-            raise MamlError(f"ways={ways} but split {split!r} of {self.name} has only {classes} "
-                            f"class{'es' * (classes != 1)}; {advice}")
+            raise MamlError(
+                f"ways={ways} but split {split!r} of {self.name} has only {classes} "
+                f"class{'es' * (classes != 1)}; {advice}"
+            )
         smallest = int(pool.counts.argmin())
         if shots + queries > pool.counts[smallest]:
-            raise MamlError(f"shots+queries={shots + queries} but class {pool.names[smallest]!r} in split {split!r} of "
-                            f"{self.name} has only {int(pool.counts[smallest])} images; choose shots+queries <= "
-                            f"{int(pool.counts[smallest])}")
+            raise MamlError(
+                f"shots+queries={shots + queries} but class {pool.names[smallest]!r} in split {split!r} of "
+                f"{self.name} has only {int(pool.counts[smallest])} images; choose shots+queries <= "
+                f"{int(pool.counts[smallest])}"
+            )
         if (split, device) not in self._on_device:
             self._on_device[split, device] = pool.to(device)
         realize = partial(self._on_device[split, device].realize, shots=shots)

@@ -2,11 +2,13 @@
 and by deployment. Images of any size and colour mode (16-bit ones scaled to 8 bits) are converted to
 ``channels`` (1: grayscale, 3: RGB) and resized (not cropped) to ``image_size`` x ``image_size`` with the
 given PIL filter."""
+
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,8 +42,9 @@ def _eight_bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(scaled.round(), 0, 255).astype(np.uint8))
 
 
-def decode_image(source: Path | bytes | np.ndarray, channels: int, image_size: int, resample: Any,
-                 name: str | None = None) -> Tensor:
+def decode_image(
+    source: Path | bytes | np.ndarray, channels: int, image_size: int, resample: Any, name: str | None = None
+) -> Tensor:
     """``uint8 [channels, image_size, image_size]`` from an image file, its bytes or an ``HxW[xC]`` uint8
     array; errors name ``name``."""
     if channels not in MODES:
@@ -61,8 +64,9 @@ def load_image(path: str | Path, channels: int, image_size: int, resample: Any =
     return decode_image(Path(path), channels, image_size, resample).float().div_(255)
 
 
-def decode_images(named: Iterable[tuple[str, Path | bytes | np.ndarray]], count: int, channels: int, image_size: int,
-                  resample: Any) -> Tensor:
+def decode_images(
+    named: Iterable[tuple[str, Path | bytes | np.ndarray]], count: int, channels: int, image_size: int, resample: Any
+) -> Tensor:
     """``uint8 [count, C, H, W]`` from ``count`` (name, source) pairs; shows progress when slow."""
     images = torch.empty(count, channels, image_size, image_size, dtype=torch.uint8)
     pairs = tqdm(named, total=count, desc="decoding images", unit="img", delay=2, mininterval=1, leave=False)
@@ -73,12 +77,14 @@ def decode_images(named: Iterable[tuple[str, Path | bytes | np.ndarray]], count:
 
 def image_files(folder: Path) -> list[Path]:
     """The image files directly in ``folder``, sorted by name; other and hidden files are ignored."""
-    return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in SUFFIXES and not is_clutter(p.name) and p.is_file())
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and not is_clutter(p.name) and p.is_file()
+    )
 
 
-def load_class_folders(folder: str | Path, channels: int, image_size: int,
-                       resample: Any = "bilinear") -> tuple[Tensor, Tensor, list[str]]:
+def load_class_folders(
+    folder: str | Path, channels: int, image_size: int, resample: Any = "bilinear"
+) -> tuple[Tensor, Tensor, list[str]]:
     """The images of ``folder/<class>/*``: ``uint8 [N, C, H, W]`` (divide by 255 for a model's input),
     their labels ``int64 [N]`` (``0..classes-1``, images grouped by class) and the class names, sorted."""
     folder = Path(folder).expanduser()

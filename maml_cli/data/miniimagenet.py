@@ -7,18 +7,21 @@ RGB images. It cannot be downloaded; the data root (see ``storage``) must hold o
   and ``class_dict`` (class -> list of indices into ``image_data``); used where both forms are present.
   Unpickling can run code stored in the file: use only pickles from a source you trust.
 """
+
 from __future__ import annotations
 
 import csv
 import pickle
 from collections import Counter
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from maml_cli.data.config import choice
+from maml_cli.data.config import DatasetConfig, Resample, choice
 from maml_cli.data.dataset import ImageDataset
 from maml_cli.data.images import decode_images
 from maml_cli.data.sampler import ClassPool
@@ -38,16 +41,27 @@ def _has_pickles(root: Path) -> bool:
     return all((root / f).is_file() for f in PICKLES)
 
 
-class MiniImageNet(ImageDataset):
-    name = "miniimagenet"
+@dataclass
+class MiniImageNetConfig(DatasetConfig):
+    channels: ClassVar[int] = 3  # RGB
+    name: str = "miniimagenet"
+    image_size: int = 84
+    resample: Resample = Resample.bilinear
 
-    def __init__(self, cfg: Any):
+
+class MiniImageNet(ImageDataset):
+    config = MiniImageNetConfig
+    name = config.name
+
+    def __init__(self, cfg: MiniImageNetConfig):
         root = find_root(cfg, lambda r: _has_pickles(r) or _has_csv(r))
         if root is None:
             searched = ", ".join(str(r) for r in data_roots(cfg))
-            raise MamlError(f"mini-ImageNet not found (looked in {searched}); it cannot be downloaded "
-                            f"automatically: put either {', '.join(CSVS)} and the images/ folder, "
-                            f"or {', '.join(PICKLES)}, in {data_roots(cfg)[0]} (or set dataset.root)")
+            raise MamlError(
+                f"mini-ImageNet not found (looked in {searched}); it cannot be downloaded "
+                f"automatically: put either {', '.join(CSVS)} and the images/ folder, "
+                f"or {', '.join(PICKLES)}, in {data_roots(cfg)[0]} (or set dataset.root)"
+            )
         size, resample = int(cfg.image_size), choice(cfg.resample)
         if _has_pickles(root):
             pools = {s: _from_pickle(root / f, size, resample) for s, f in zip(SPLITS, PICKLES)}
@@ -56,7 +70,7 @@ class MiniImageNet(ImageDataset):
             pools = {}
             for split, name in zip(SPLITS, CSVS):
                 key = {"csv": fingerprint(root / name), "images": images, "image_size": size, "resample": resample}
-                data = cached(cfg, f"miniimagenet-{split}", key, lambda: _from_csv(root, name, size, resample))
+                data = cached(cfg, f"miniimagenet-{split}", key, partial(_from_csv, root, name, size, resample))
                 pools[split] = ClassPool(data["images"], data["counts"], tuple(data["classes"]))
         super().__init__(pools)
 
@@ -74,7 +88,7 @@ def _from_csv(root: Path, name: str, size: int, resample: str) -> dict[str, Any]
     counts = Counter(label for _, label in rows)
     classes = sorted(counts)
     named = ((str(root / "images" / file), root / "images" / file) for file, _ in rows)
-    images = decode_images(named, len(rows), 3, size, resample)
+    images = decode_images(named, len(rows), MiniImageNetConfig.channels, size, resample)
     return {"images": images, "counts": torch.tensor([counts[c] for c in classes]), "classes": classes}
 
 
@@ -87,15 +101,19 @@ def _from_pickle(path: Path, size: int, resample: str) -> ClassPool:
         index = [int(i) for c in classes for i in data["class_dict"][c]]
         counts = torch.tensor([len(data["class_dict"][c]) for c in classes])
     except Exception as err:  # unpickling fails in many ways
-        raise MamlError(f"cannot read mini-ImageNet pickle {path} ({err!r}); expected a dict with image_data "
-                        "(uint8 [N, 84, 84, 3]) and class_dict (class -> indices)") from err
+        raise MamlError(
+            f"cannot read mini-ImageNet pickle {path} ({err!r}); expected a dict with image_data "
+            "(uint8 [N, 84, 84, 3]) and class_dict (class -> indices)"
+        ) from err
     if images.ndim != 4 or images.shape[-1] != 3 or (index and max(index) >= len(images)):
-        raise MamlError(f"{path}: image_data has shape {images.shape} for indices up to {max(index, default=0)}; "
-                        "expected [N, 84, 84, 3] covering every index of class_dict")
+        raise MamlError(
+            f"{path}: image_data has shape {images.shape} for indices up to {max(index, default=0)}; "
+            "expected [N, 84, 84, 3] covering every index of class_dict"
+        )
     images = images[index]
     if images.shape[1:3] != (size, size):
         named = ((f"{path}[{i}]", image) for i, image in zip(index, images))
-        tensor = decode_images(named, len(images), 3, size, resample)
+        tensor = decode_images(named, len(images), MiniImageNetConfig.channels, size, resample)
     else:
         tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     return ClassPool(tensor, counts, tuple(classes))

@@ -8,15 +8,19 @@ extract to, ``<archive>/<alphabet>/<character>/<id>_<drawer>.png``) from the dat
 inverted so strokes are 1 on a 0 background. The resized images, ``uint8 [1623, 20, 1, H, W]``, are
 cached, keyed by the archives' content, ``image_size`` and ``resample``. Splits: see ``splits``.
 """
+
 from __future__ import annotations
 
 import zipfile
 import zlib
+from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, ClassVar
 
-from maml_cli.data.config import choice
+from maml_cli.data.config import DatasetConfig, Resample, choice
 from maml_cli.data.dataset import ImageDataset
 from maml_cli.data.images import decode_images
 from maml_cli.data.sampler import ClassPool
@@ -30,10 +34,29 @@ DRAWERS = 20
 FILES = " and ".join(f"{a}.zip" for a in ARCHIVES)
 
 
-class Omniglot(ImageDataset):
-    name = "omniglot"
+class OmniglotSplit(str, Enum):
+    maml = "maml"  # 1100/100/423 characters, seeded shuffle as in the original MAML code
+    lake = "lake"  # background alphabets (train, minus a seeded validation slice) / evaluation alphabets
 
-    def __init__(self, cfg: Any):
+
+@dataclass
+class OmniglotConfig(DatasetConfig):
+    channels: ClassVar[int] = 1  # grayscale
+    name: str = "omniglot"
+    split: OmniglotSplit = OmniglotSplit.maml
+    split_seed: int = 1
+    image_size: int = 28
+    resample: Resample = Resample.lanczos
+    invert: bool = True  # strokes become 1 on a 0 background, as in the MAML code
+    augment_splits: list[str] = field(default_factory=lambda: ["train"])  # rotations 0/90/180/270 as new classes
+    download: bool = True
+
+
+class Omniglot(ImageDataset):
+    config = OmniglotConfig
+    name = config.name
+
+    def __init__(self, cfg: OmniglotConfig):
         sources = _locate(cfg)
         size, resample = int(cfg.image_size), choice(cfg.resample)
         key = {"sources": {a: fingerprint(p) for a, p in sources.items()}, "image_size": size, "resample": resample}
@@ -50,15 +73,16 @@ def _source(root: Path, archive: str) -> Path | None:
     return next((p for p in (root / f"{archive}.zip", root / archive) if p.exists()), None)
 
 
-def _locate(cfg: Any) -> dict[str, Path]:
+def _locate(cfg: OmniglotConfig) -> dict[str, Path]:
     """Each archive's zip or folder, downloaded into the preferred root if no root has them all."""
     root = find_root(cfg, lambda r: all(_source(r, a) for a in ARCHIVES))
     if root is None:
         root = data_roots(cfg)[0]
         if not cfg.download:
             searched = ", ".join(str(r) for r in data_roots(cfg))
-            raise MamlError(f"Omniglot not found (looked in {searched}): put {FILES} from {URL} in {root}, "
-                            "or set download=true")
+            raise MamlError(
+                f"Omniglot not found (looked in {searched}): put {FILES} from {URL} in {root}, or set download=true"
+            )
         _download(root, [a for a in ARCHIVES if _source(root, a) is None])
     return {a: _source(root, a) for a in ARCHIVES}
 
@@ -71,8 +95,9 @@ def _download(root: Path, archives: list[str]) -> None:
             download_url(URL + f"{archive}.zip", root, f"{archive}.zip")
         except Exception as err:  # network errors come in many types
             (root / f"{archive}.zip").unlink(missing_ok=True)
-            raise MamlError(f"cannot download Omniglot ({err}); download {FILES} from {URL} "
-                            f"and put them in {root}") from err
+            raise MamlError(
+                f"cannot download Omniglot ({err}); download {FILES} from {URL} and put them in {root}"
+            ) from err
 
 
 def _pngs(source: Path, stack: ExitStack) -> dict[str, tuple[str, Callable[[], Path | bytes]]]:
@@ -84,8 +109,9 @@ def _pngs(source: Path, stack: ExitStack) -> dict[str, tuple[str, Callable[[], P
     try:
         archive = stack.enter_context(zipfile.ZipFile(source))
     except (zipfile.BadZipFile, OSError) as err:
-        raise MamlError(f"cannot read Omniglot archive {source} ({err}); "
-                        f"replace it with a fresh copy of {URL}{source.name}") from err
+        raise MamlError(
+            f"cannot read Omniglot archive {source} ({err}); replace it with a fresh copy of {URL}{source.name}"
+        ) from err
 
     def read(member: str) -> bytes:
         try:
@@ -93,8 +119,11 @@ def _pngs(source: Path, stack: ExitStack) -> dict[str, tuple[str, Callable[[], P
         except (zipfile.BadZipFile, zlib.error, OSError) as err:
             raise MamlError(f"corrupt file {member} in Omniglot archive {source} ({err}); replace the archive") from err
 
-    return {m: (f"{source}:{m}", lambda m=m: read(m)) for m in archive.namelist()
-            if m.endswith(".png") and not is_clutter(m)}
+    return {
+        m: (f"{source}:{m}", lambda m=m: read(m))
+        for m in archive.namelist()
+        if m.endswith(".png") and not is_clutter(m)
+    }
 
 
 def _build(sources: dict[str, Path], size: int, resample: str) -> dict[str, Any]:
@@ -106,8 +135,13 @@ def _build(sources: dict[str, Path], size: int, resample: str) -> dict[str, Any]
             characters.setdefault(rel.rsplit("/", 1)[0], []).append(rel)
         for character, pngs in characters.items():
             if len(pngs) != DRAWERS or character.count("/") != 2:
-                raise MamlError(f"Omniglot character {character} has {len(pngs)} images, expected {DRAWERS} in "
-                                "<archive>/<alphabet>/<character>/; replace the archives with fresh copies")
+                raise MamlError(
+                    f"Omniglot character {character} has {len(pngs)} images, expected {DRAWERS} in "
+                    "<archive>/<alphabet>/<character>/; replace the archives with fresh copies"
+                )
         named = ((files[rel][0], files[rel][1]()) for pngs in characters.values() for rel in pngs)
-        images = decode_images(named, len(characters) * DRAWERS, 1, size, resample)
-    return {"images": images.view(len(characters), DRAWERS, 1, size, size), "classes": list(characters)}
+        images = decode_images(named, len(characters) * DRAWERS, OmniglotConfig.channels, size, resample)
+    return {
+        "images": images.view(len(characters), DRAWERS, OmniglotConfig.channels, size, size),
+        "classes": list(characters),
+    }

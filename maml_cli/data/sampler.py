@@ -1,14 +1,15 @@
 """Vectorised few-shot task sampling from an in-memory pool of labelled images."""
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
 
-from maml_cli.data.tasks import TaskBatch
+from maml_cli.core.tasks import TaskBatch
 from maml_cli.errors import MamlError
 
 Plan = Callable[[int, torch.Generator], Tensor]  # the random choices of `tasks` tasks: a CPU tensor [tasks, ...]
@@ -60,7 +61,7 @@ class ClassPool:
     names: tuple[str, ...]
 
     @staticmethod
-    def from_blocks(blocks: Tensor, names: list[str]) -> "ClassPool":
+    def from_blocks(blocks: Tensor, names: list[str]) -> ClassPool:
         """From equal-size classes ``[classes, per_class, C, H, W]``."""
         counts = torch.full((blocks.shape[0],), blocks.shape[1], dtype=torch.long)
         return ClassPool(blocks.reshape(-1, *blocks.shape[2:]), counts, tuple(names))
@@ -69,20 +70,20 @@ class ClassPool:
     def offsets(self) -> Tensor:
         return self.counts.cumsum(0) - self.counts
 
-    def select(self, classes: list[int]) -> "ClassPool":
+    def select(self, classes: list[int]) -> ClassPool:
         """A pool of the given classes, in that order."""
         counts = self.counts[torch.as_tensor(classes, dtype=torch.long)]
         shift = self.offsets[classes] - (counts.cumsum(0) - counts)  # where each class starts: here minus there
         index = torch.arange(int(counts.sum())) + shift.repeat_interleave(counts)
         return ClassPool(self.images[index], counts, tuple(self.names[k] for k in classes))
 
-    def rotated(self) -> "ClassPool":
+    def rotated(self) -> ClassPool:
         """Four times the classes: each class also rotated by 90, 180 and 270 degrees as new classes."""
         images = torch.cat([torch.rot90(self.images, k, dims=(-2, -1)) for k in range(4)])
         names = tuple(f"{name}/rot{90 * k}" for k in range(4) for name in self.names)
         return ClassPool(images, self.counts.repeat(4), names)
 
-    def to(self, device: torch.device | str) -> "ClassPool":
+    def to(self, device: torch.device | str) -> ClassPool:
         """Images on ``device``; the bookkeeping stays on the CPU, where tasks are drawn."""
         return ClassPool(self.images.to(device), self.counts, self.names)
 

@@ -8,11 +8,12 @@ Omniglot, 1623 characters (ids ``<archive>/<alphabet>/<character>``) of 50 alpha
   alphabets drawn with ``split_seed`` for val (for split_seed=1: 804 train, 160 val); the 20 evaluation
   alphabets (659 characters) test.
 """
+
 from __future__ import annotations
 
 import itertools
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 from maml_cli.errors import MamlError
 
@@ -34,8 +35,9 @@ def omniglot_split(classes: Sequence[str], kind: str, seed: int) -> dict[str, li
     """Indices of ``classes`` (ids ``<archive>/<alphabet>/<character>``) per split, for split ``kind``."""
     if kind == "maml":
         if len(classes) <= sum(MAML_SIZES):
-            raise MamlError(f"the maml split needs more than {sum(MAML_SIZES)} Omniglot characters, "
-                            f"found {len(classes)}")
+            raise MamlError(
+                f"the maml split needs more than {sum(MAML_SIZES)} Omniglot characters, found {len(classes)}"
+            )
         return dict(zip(SPLITS, partition([c.split("/", 1)[1] for c in classes], MAML_SIZES, seed)))
     if kind == "lake":
         archive, alphabet = zip(*(c.split("/")[:2] for c in classes))
@@ -52,7 +54,8 @@ def omniglot_split(classes: Sequence[str], kind: str, seed: int) -> dict[str, li
 def ratio_split(classes: Sequence[str], ratios: Sequence[float], seed: int) -> dict[str, list[int]]:
     """Indices of ``classes`` per split, in proportions ``ratios`` (train, val, test) of the classes."""
     if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1) > 1e-6:
-        raise MamlError(f"split_ratios={list(ratios)} must be three non-negative fractions (train, val, test) "
-                        "summing to 1")
+        raise MamlError(
+            f"split_ratios={list(ratios)} must be three non-negative fractions (train, val, test) summing to 1"
+        )
     bounds = [round(len(classes) * r) for r in itertools.accumulate(ratios[:2])]
     return dict(zip(SPLITS, partition(classes, [bounds[0], bounds[1] - bounds[0]], seed)))

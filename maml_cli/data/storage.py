@@ -4,6 +4,7 @@ Data root of dataset ``name``: ``cfg.root`` if set, else the first of ``$MAML_DA
 ``~/.maml_cli/data/<name>`` and ``./data/<name>`` that holds the dataset.
 Cache: ``cfg.cache_dir``, else ``$MAML_CACHE_DIR``, else ``~/.cache/maml_cli``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,15 +13,18 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
+
+from maml_cli.data.config import DatasetConfig
 
 log = logging.getLogger(__name__)
 
 
-def data_roots(cfg: Any) -> list[Path]:
+def data_roots(cfg: DatasetConfig) -> list[Path]:
     """Candidate roots of ``cfg``'s dataset, in order of preference."""
     if cfg.root:
         return [Path(cfg.root).expanduser().absolute()]
@@ -28,7 +32,7 @@ def data_roots(cfg: Any) -> list[Path]:
     return [Path(p).expanduser().absolute() / cfg.name for p in parents if p]
 
 
-def find_root(cfg: Any, has_data: Callable[[Path], bool]) -> Path | None:
+def find_root(cfg: DatasetConfig, has_data: Callable[[Path], bool]) -> Path | None:
     """The first candidate root that ``has_data``, or None."""
     return next((root for root in data_roots(cfg) if has_data(root)), None)
 
@@ -39,7 +43,7 @@ def is_clutter(path: str) -> bool:
     return any(part == "__MACOSX" or part.startswith(".") for part in path.split("/"))
 
 
-def cache_dir(cfg: Any) -> Path:
+def cache_dir(cfg: DatasetConfig) -> Path:
     return Path(cfg.cache_dir or os.environ.get("MAML_CACHE_DIR") or "~/.cache/maml_cli").expanduser()
 
 
@@ -57,7 +61,7 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def cached(cfg: Any, tag: str, key: dict, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def cached(cfg: DatasetConfig, tag: str, key: dict, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``build()``'s tensors, saved once in the cache under a hash of ``key`` (JSON-serialisable).
 
     A cache file that cannot be read is rebuilt; a cache folder that cannot be written only warns.
@@ -80,5 +84,5 @@ def cached(cfg: Any, tag: str, key: dict, build: Callable[[], dict[str, Any]]) -
         finally:
             Path(tmp).unlink(missing_ok=True)
     except OSError as err:
-        warnings.warn(f"cannot write dataset cache {path}: {err}; set cache_dir to a writable folder")
+        warnings.warn(f"cannot write dataset cache {path}: {err}; set cache_dir to a writable folder", stacklevel=2)
     return data

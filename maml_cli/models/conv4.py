@@ -1,11 +1,15 @@
 """The MAML paper's four-block convolutional network."""
+
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from maml_cli.errors import MamlError
 
 
 class Pooling(str, Enum):
@@ -82,13 +86,37 @@ class Conv4(nn.Module):
         return self.head(h)
 
 
+@dataclass
+class Conv4Config:
+    """``model=conv4``: the MAML paper's Omniglot network (64 filters, stride-2 convolutions, spatial mean)."""
+
+    name: str = "conv4"
+    hidden: int = 64
+    pooling: Pooling = Pooling.stride
+
+
+def build_conv4(
+    cfg: Conv4Config, input_shape: tuple[int, ...], out_features: int, track_running_stats: bool = False
+) -> Conv4:
+    """A ``Conv4`` for square images of ``input_shape`` (C, H, W)."""
+    if len(input_shape) != 3:
+        raise MamlError(f"model=conv4 needs image inputs (C, H, W), but the dataset gives {tuple(input_shape)}")
+    channels, size, _ = input_shape
+    return Conv4(out_features, channels, cfg.hidden, size, cfg.pooling, track_running_stats)
+
+
 def _foldable(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: Tensor) -> bool:
     """Batch statistics always (no running statistics), and small patches: the patch matrix
     (``C_in·k·k`` columns) is no wider than half the output (``C_out`` columns) — first layers."""
     patch = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
     return (
-        x.dim() == 4 and bn.running_mean is None and bn.affine and conv.groups == 1
-        and conv.padding_mode == "zeros" and not isinstance(conv.padding, str) and 2 * patch <= conv.out_channels
+        x.dim() == 4
+        and bn.running_mean is None
+        and bn.affine
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+        and 2 * patch <= conv.out_channels
     )
 
 
@@ -223,5 +251,7 @@ class _MaxUnpool2x2(torch.autograd.Function):
         def batched(t: Tensor, dim) -> Tensor:
             return t.movedim(dim, 0) if dim is not None else t.expand(info.batch_size, *t.shape)
 
-        out = _MaxUnpool2x2.apply(batched(grad, in_dims[0]).flatten(0, 1), batched(indices, in_dims[1]).flatten(0, 1), size)
+        out = _MaxUnpool2x2.apply(
+            batched(grad, in_dims[0]).flatten(0, 1), batched(indices, in_dims[1]).flatten(0, 1), size
+        )
         return out.unflatten(0, (info.batch_size, -1)), 0

@@ -1,7 +1,10 @@
 """A fully connected network (the MAML paper's 40-40 ReLU MLP for sinusoid regression)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
@@ -20,3 +23,18 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.body(x))
+
+
+@dataclass
+class MLPConfig:
+    """``model=mlp``: the MAML paper's sinusoid network, two hidden layers of 40 ReLU units."""
+
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [40, 40])
+
+
+def build_mlp(
+    cfg: MLPConfig, input_shape: tuple[int, ...], out_features: int, track_running_stats: bool = False
+) -> MLP:
+    """An ``MLP`` on the flattened inputs of ``input_shape`` (it has no BatchNorm to track)."""
+    return MLP(math.prod(input_shape), out_features, tuple(cfg.hidden))

@@ -1,4 +1,5 @@
 """maml-train's configuration: shorthand keys, typed validation and friendly errors."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,9 @@ from hydra.errors import MissingConfigException
 
 from maml_cli.cli.schema import validate
 from maml_cli.config import AdaptConfig, EvalConfig, TrainConfig
+from maml_cli.data import DATASETS
 from maml_cli.errors import MamlError
+from maml_cli.models import MODELS
 
 BIN = Path(sys.executable).parent
 SCHEMAS = {"train": TrainConfig, "eval": EvalConfig, "adapt": AdaptConfig}
@@ -41,6 +44,18 @@ def test_dataset_selects_its_model_and_defaults(tmp_path):
     assert cfg["algorithm"]["lr"] == 0.4
     default = yaml.safe_load(maml_train("--cfg", "job", cwd=tmp_path).stdout)
     assert default["dataset"]["name"] == "sinusoid" and default["model"]["name"] == "mlp"
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_every_registered_dataset_is_an_option_typed_by_its_config(name):
+    cfg = composed("train", f"dataset={name}", "dataset.root=data")
+    assert isinstance(cfg.dataset, DATASETS[name].config) and cfg.dataset.name == name
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_registered_model_is_an_option_typed_by_its_config(name):
+    cfg = composed("train", f"model={name}")
+    assert type(cfg.model) is MODELS[name].config and cfg.model.name == name
 
 
 @pytest.mark.parametrize(
@@ -123,8 +138,9 @@ def test_every_appended_key_that_no_schema_defines_is_named():
 
 
 def test_a_preset_that_does_not_exist_fails_a_multirun_before_any_job_runs(tmp_path):
-    result = maml_train("-m", "experiment=sinusoid_5shot,nonexistent", f"hydra.sweep.dir={tmp_path}/sweep",
-                        cwd=tmp_path)
+    result = maml_train(
+        "-m", "experiment=sinusoid_5shot,nonexistent", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path
+    )
     assert result.returncode == 1
     assert "Could not find 'experiment/nonexistent'" in result.stderr and "\tsinusoid_5shot\n" in result.stderr
     assert not (tmp_path / "sweep" / "0").exists()

@@ -1,4 +1,5 @@
 """Fixtures of the data tests: the real Omniglot (shared, cached once per session) and tiny image trees."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maml_cli.data import Omniglot
-from maml_cli.data.config import OmniglotConfig
+from maml_cli.data import Omniglot, OmniglotConfig
 
 SHARED_OMNIGLOT = Path(__file__).resolve().parents[2] / "../shared/data/omniglot"
 
@@ -28,8 +28,10 @@ def omniglot_cfg(tmp_path_factory: pytest.TempPathFactory) -> OmniglotConfig:
     """The real Omniglot, with a session cache (built here once: about 8 s on 2 cores)."""
     root = _omniglot_root()
     if root is None:
-        pytest.skip(f"real Omniglot absent: put images_background.zip and images_evaluation.zip in {SHARED_OMNIGLOT} "
-                    "or in $MAML_DATA_ROOT/omniglot")
+        pytest.skip(
+            f"real Omniglot absent: put images_background.zip and images_evaluation.zip in {SHARED_OMNIGLOT} "
+            "or in $MAML_DATA_ROOT/omniglot"
+        )
     cfg = OmniglotConfig(root=str(root), cache_dir=str(tmp_path_factory.mktemp("omniglot-cache")), download=False)
     start = time.perf_counter()
     Omniglot(cfg)

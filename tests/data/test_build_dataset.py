@@ -1,11 +1,11 @@
 """``build_dataset``: one entry point for typed configs and Hydra's DictConfigs alike."""
+
 from __future__ import annotations
 
 import pytest
 from omegaconf import OmegaConf
 
-from maml_cli.data import FewShotDataset, ImageFolder, Sinusoid, build_dataset
-from maml_cli.data.config import FolderConfig, SinusoidConfig
+from maml_cli.data import FewShotDataset, FolderConfig, ImageFolder, Sinusoid, SinusoidConfig, build_dataset
 from maml_cli.errors import MamlError
 
 
@@ -32,6 +32,18 @@ def test_an_unknown_dataset_lists_the_known_ones():
 def test_an_unknown_resample_filter_lists_the_known_ones(tmp_path, class_tree):
     root = class_tree(tmp_path / "classes", {"a": 2})
     with pytest.raises(MamlError, match="resample='cubic' is not supported; choose one of lanczos, bilinear"):
-        build_dataset(OmegaConf.create({"name": "folder", "root": str(root), "cache_dir": str(tmp_path / "c"),
-                                        "image_size": 5, "channels": 3, "resample": "cubic", "split_ratios": [1, 0, 0],
-                                        "split_seed": 0, "augment_splits": []}))
+        build_dataset(
+            OmegaConf.create(
+                {
+                    "name": "folder",
+                    "root": str(root),
+                    "cache_dir": str(tmp_path / "c"),
+                    "image_size": 5,
+                    "channels": 3,
+                    "resample": "cubic",
+                    "split_ratios": [1, 0, 0],
+                    "split_seed": 0,
+                    "augment_splits": [],
+                }
+            )
+        )

@@ -1,4 +1,5 @@
 """Your own image folders: both layouts, any image size and colour mode, ragged classes, bad inputs."""
+
 from __future__ import annotations
 
 import shutil
@@ -9,8 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from maml_cli.data import ImageFolder, load_class_folders, load_image
-from maml_cli.data.config import FolderConfig
+from maml_cli.data import FolderConfig, ImageFolder, load_class_folders, load_image
 from maml_cli.errors import MamlError
 
 
@@ -36,8 +36,16 @@ def test_train_val_test_folders_are_the_splits_and_their_sub_folders_the_classes
 
 def test_any_size_and_colour_mode_becomes_the_configured_channels_and_size(tmp_path, image_file):
     root = tmp_path / "mixed"
-    for i, (mode, size, suffix) in enumerate([("RGB", (30, 20), "png"), ("L", (5, 9), "png"), ("RGBA", (8, 8), "png"),
-                                              ("P", (16, 12), "gif"), ("1", (10, 10), "bmp"), ("RGB", (7, 7), "jpg")]):
+    for i, (mode, size, suffix) in enumerate(
+        [
+            ("RGB", (30, 20), "png"),
+            ("L", (5, 9), "png"),
+            ("RGBA", (8, 8), "png"),
+            ("P", (16, 12), "gif"),
+            ("1", (10, 10), "bmp"),
+            ("RGB", (7, 7), "jpg"),
+        ]
+    ):
         image_file(root / "a" / f"{i}.{suffix}", size, mode, seed=i)
         image_file(root / "b" / f"{i}.{suffix}", size, mode, seed=10 + i)
     (root / "a" / "notes.txt").write_text("not an image")
@@ -77,8 +85,10 @@ def test_a_single_folder_of_classes_is_split_by_seeded_ratios(tmp_path, class_tr
     cls = data.pool("train").names[1]
     offset = int(data.pool("train").counts[0])
     images, labels, all_names = load_class_folders(root, 3, 6)
-    assert torch.equal(data.pool("train").images[offset : offset + int(data.pool("train").counts[1])],
-                       images[labels == all_names.index(cls)])
+    assert torch.equal(
+        data.pool("train").images[offset : offset + int(data.pool("train").counts[1])],
+        images[labels == all_names.index(cls)],
+    )
 
 
 def test_ragged_classes_sample_within_their_own_sizes(split_folders, tmp_path):
@@ -122,8 +132,13 @@ def test_bad_split_ratios_and_missing_root_are_refused(tmp_path, class_tree):
 
 def test_macos_clutter_is_neither_a_class_nor_an_image(split_folders, tmp_path):
     clean = load(split_folders, tmp_path)
-    for clutter in ("__MACOSX/train/cat/._00.png", "train/__MACOSX/._cat", "train/cat/._00.png", "train/.DS_Store",
-                    "val/fox/.DS_Store"):
+    for clutter in (
+        "__MACOSX/train/cat/._00.png",
+        "train/__MACOSX/._cat",
+        "train/cat/._00.png",
+        "train/.DS_Store",
+        "val/fox/.DS_Store",
+    ):
         (split_folders / clutter).parent.mkdir(parents=True, exist_ok=True)
         (split_folders / clutter).write_bytes(b"\x00\x05\x16\x07 AppleDouble, not an image")
     data = load(split_folders, tmp_path / "other")

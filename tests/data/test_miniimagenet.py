@@ -1,4 +1,5 @@
 """mini-ImageNet from tiny stand-ins of both on-disk forms: CSV + images/, and pickled split caches."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from maml_cli.data import MiniImageNet
-from maml_cli.data.config import MiniImageNetConfig
+from maml_cli.data import MiniImageNet, MiniImageNetConfig
 from maml_cli.errors import MamlError
 
 SPLITS = ("train", "val", "test")
@@ -86,8 +86,11 @@ def test_impossible_tasks_name_the_limits(tmp_path):
 
 
 def test_a_missing_dataset_says_which_files_to_put_where(tmp_path):
-    with pytest.raises(MamlError, match=r"cannot be downloaded.*train\.csv, val\.csv, test\.csv and the images/ "
-                                        r"folder, or mini-imagenet-cache-train\.pkl.* in " + str(tmp_path / "none")):
+    with pytest.raises(
+        MamlError,
+        match=r"cannot be downloaded.*train\.csv, val\.csv, test\.csv and the images/ "
+        r"folder, or mini-imagenet-cache-train\.pkl.* in " + str(tmp_path / "none"),
+    ):
         load(tmp_path / "none", tmp_path)
 
 

@@ -1,4 +1,5 @@
 """Omniglot on the real archives (skipped when they are absent); the cache is built once per session."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,11 @@ def test_maml_split_has_1100_100_423_characters_and_rotations_make_4400_train_cl
 def test_maml_split_is_disjoint_complete_and_the_same_on_every_machine(omniglot):
     train, val, test = (base_names(omniglot.pool(s).names) for s in omniglot.splits)
     assert not (train & val or train & test or val & test) and len(train | val | test) == 1623
-    assert omniglot.pool("train").names[:3] == ("Gurmukhi/character23/rot0", "Malayalam/character36/rot0",
-                                                "Tifinagh/character36/rot0")
+    assert omniglot.pool("train").names[:3] == (
+        "Gurmukhi/character23/rot0",
+        "Malayalam/character36/rot0",
+        "Tifinagh/character36/rot0",
+    )
     assert omniglot.pool("val").names[:2] == ("Tifinagh/character11", "N_Ko/character16")
 
 

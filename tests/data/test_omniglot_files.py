@@ -1,4 +1,5 @@
 """Omniglot's handling of its files, on tiny stand-in archives: layouts, cache, and every bad input."""
+
 from __future__ import annotations
 
 import io
@@ -11,12 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from maml_cli.data import Omniglot
-from maml_cli.data.config import OmniglotConfig
+from maml_cli.data import Omniglot, OmniglotConfig
 from maml_cli.errors import MamlError
 
-CHARACTERS = {"images_background": ["Alpha/character01", "Alpha/character02", "Beta/character01"],
-              "images_evaluation": ["Gamma/character01"]}
+CHARACTERS = {
+    "images_background": ["Alpha/character01", "Alpha/character02", "Beta/character01"],
+    "images_evaluation": ["Gamma/character01"],
+}
 
 
 def png(seed: int) -> bytes:
@@ -41,8 +43,13 @@ def write_archives(root: Path, drawers: int = 20, broken: str | None = None) -> 
 
 
 def config(tmp_path: Path, **changes) -> OmniglotConfig:
-    values = dict(root=str(tmp_path / "omniglot"), cache_dir=str(tmp_path / "cache"), download=False, split="lake",
-                  augment_splits=[])
+    values = dict(
+        root=str(tmp_path / "omniglot"),
+        cache_dir=str(tmp_path / "cache"),
+        download=False,
+        split="lake",
+        augment_splits=[],
+    )
     return OmniglotConfig(**{**values, **changes})
 
 
@@ -66,8 +73,11 @@ def test_macos_clutter_in_the_archives_and_their_extracted_folders_is_skipped(tm
     for archive, characters in CHARACTERS.items():
         with zipfile.ZipFile(tmp_path / "omniglot" / f"{archive}.zip", "a") as zf:
             zf.writestr("__MACOSX/", b"")
-            for member in (f"__MACOSX/{archive}/{characters[0]}/._0000_01.png", f"{archive}/.DS_Store",
-                           f"{archive}/{characters[0]}/._0000_01.png"):
+            for member in (
+                f"__MACOSX/{archive}/{characters[0]}/._0000_01.png",
+                f"{archive}/.DS_Store",
+                f"{archive}/{characters[0]}/._0000_01.png",
+            ):
                 zf.writestr(member, b"\x00\x05\x16\x07 AppleDouble, not a png")
             zf.extractall(tmp_path / "extracted")
     from_zip = Omniglot(config(tmp_path, cache_dir=str(tmp_path / "cache2")))
@@ -113,8 +123,11 @@ def test_a_failed_download_names_both_files_and_the_folder_and_leaves_no_partial
 
     monkeypatch.setattr("torchvision.datasets.utils.download_url", offline)
     target = tmp_path / "download-here"
-    with pytest.raises(MamlError, match=r"cannot download Omniglot.*no network.*images_background\.zip and "
-                                        r"images_evaluation\.zip .* in " + str(target)):
+    with pytest.raises(
+        MamlError,
+        match=r"cannot download Omniglot.*no network.*images_background\.zip and "
+        r"images_evaluation\.zip .* in " + str(target),
+    ):
         Omniglot(config(tmp_path, root=str(target), download=True))
     assert not list(target.iterdir())
 

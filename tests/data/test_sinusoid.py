@@ -1,4 +1,5 @@
 """Sinusoid regression tasks (MAML paper, section 5.1)."""
+
 from __future__ import annotations
 
 import math
@@ -6,8 +7,7 @@ import math
 import pytest
 import torch
 
-from maml_cli.data import Sinusoid
-from maml_cli.data.config import SinusoidConfig
+from maml_cli.data import Sinusoid, SinusoidConfig
 from maml_cli.errors import MamlError
 
 

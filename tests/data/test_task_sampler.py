@@ -1,4 +1,5 @@
 """Task sampling semantics, on pools whose every image is its own index (so outputs can be traced)."""
+
 from __future__ import annotations
 
 import torch
@@ -89,8 +90,11 @@ def test_fixed_episodes_are_pinned_prefix_stable_and_depend_on_seed_split_and_sh
     episodes = data.episodes("test", 3, 1, 2, num_tasks=20, seed=0)
     assert image_ids(episodes.x_support[:2]).tolist() == [[30, 9, 40], [17, 24, 46]]  # same on every machine
     assert torch.equal(data.episodes("test", 3, 1, 2, num_tasks=5, seed=0).x_query, episodes.x_query[:5])
-    for other in (data.episodes("test", 3, 1, 2, 20, seed=1), data.episodes("val", 3, 1, 2, 20),
-                  data.episodes("test", 3, 2, 2, 20)):
+    for other in (
+        data.episodes("test", 3, 1, 2, 20, seed=1),
+        data.episodes("val", 3, 1, 2, 20),
+        data.episodes("test", 3, 2, 2, 20),
+    ):
         assert not torch.equal(image_ids(other.x_support[:, :3]), image_ids(episodes.x_support))
 
 
