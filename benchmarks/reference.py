@@ -9,9 +9,10 @@ so the reference carries no framework overhead of its own.
 Also here: the same workload through ``higher`` (``innerloop_ctx``) and ``TorchOpt`` (functional
 API), when those packages are installed.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +52,14 @@ def functional_conv4(params: Sequence[Tensor], x: Tensor) -> Tensor:
 
 
 def reference_meta_backward(
-    model: nn.Module, x_s: Tensor, y_s: Tensor, x_q: Tensor, y_q: Tensor, *, steps: int, lr: float,
+    model: nn.Module,
+    x_s: Tensor,
+    y_s: Tensor,
+    x_q: Tensor,
+    y_q: Tensor,
+    *,
+    steps: int,
+    lr: float,
     first_order: bool,
 ) -> Tensor:
     """Accumulate the MAML meta-gradient (mean query loss over tasks) into ``model``'s ``.grad``."""
@@ -76,9 +84,8 @@ def higher_meta_backward(model, x_s, y_s, x_q, y_q, *, steps: int, lr: float, fi
     inner_opt = torch.optim.SGD(model.parameters(), lr=lr)
     tasks, total = x_s.shape[0], 0.0
     for i in range(tasks):
-        with higher.innerloop_ctx(
-            model, inner_opt, copy_initial_weights=False, track_higher_grads=not first_order
-        ) as (fmodel, diffopt):
+        context = higher.innerloop_ctx(model, inner_opt, copy_initial_weights=False, track_higher_grads=not first_order)
+        with context as (fmodel, diffopt):
             for _ in range(steps):
                 diffopt.step(F.cross_entropy(fmodel(x_s[i]), y_s[i]))
             if first_order:  # higher's first order: the adapted weights, gradients passed straight to θ

@@ -1,4 +1,5 @@
 """Shared test settings: offline W&B, a per-session cache, and the real Omniglot beside the repo."""
+
 import os
 from pathlib import Path
 

@@ -1,19 +1,19 @@
 """``make bench``'s harness: a small subset runs, checks our meta-gradients and writes the documented JSON."""
+
 import json
 import os
 import subprocess
 import sys
 
-from conftest import REPO
+from tests.conftest import REPO
 
 
 def test_bench_subset_writes_records_with_ratios_and_an_exact_gradient_check(tmp_path, omniglot_root):
     out = tmp_path / "results.json"
     env = {**os.environ, "MAML_DATA_ROOT": str(omniglot_root.parent), "OMP_NUM_THREADS": "1"}
-    args = ["--workloads", "5w", "--variants", "B", "--impls", "maml_cli,reference", "--steps", "1",
-            "--warmup", "1", "--check", "--eval-tasks", "4", "--out", str(out)]
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench.py"), *args], env=env,
-                          capture_output=True, text=True, timeout=600)
+    args = "--workloads 5w --variants B --impls maml_cli,reference --steps 1 --warmup 1 --check --eval-tasks 4"
+    command = [sys.executable, "-m", "benchmarks", *args.split(), "--out", str(out)]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     records = json.loads(out.read_text())["records"]
 
@@ -22,9 +22,11 @@ def test_bench_subset_writes_records_with_ratios_and_an_exact_gradient_check(tmp
     for r in steps.values():
         assert r["workload"] == "omniglot-5w1s-q15-mb32" and r["device"] == "cpu" and r["threads"] == 1
         assert r["median_s"] > 0 and r["data"] == "omniglot"
-        assert 0 < r["step_growth_mb"] < r["peak_rss_mb"] and len(r["step_growth_samples_mb"]) == 2  # 2 memory steps on 5w
-    assert steps["maml_cli"]["ratio_reference_over_this"] == steps["reference"]["median_s"] / steps["maml_cli"]["median_s"]
-    assert steps["maml_cli"]["memory_over_reference"] == steps["maml_cli"]["peak_rss_mb"] / steps["reference"]["peak_rss_mb"]
+        # --memory-samples: 2 memory steps on 5w by default
+        assert 0 < r["step_growth_mb"] < r["peak_rss_mb"] and len(r["step_growth_samples_mb"]) == 2
+    ours, reference = steps["maml_cli"], steps["reference"]
+    assert ours["ratio_reference_over_this"] == reference["median_s"] / ours["median_s"]
+    assert ours["memory_over_reference"] == ours["peak_rss_mb"] / reference["peak_rss_mb"]
 
     checks = {r["variant"]: r["relative_difference"] for r in records if "relative_difference" in r}
     assert checks.keys() == {"A", "B", "C"} and max(checks.values()) < 1e-10  # float64: rounding level
