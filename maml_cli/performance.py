@@ -7,6 +7,7 @@ meta-step of 5-way Conv4 MAML on a 2-core CPU). Raising both thresholds keeps th
 the process for the next step: same numerics, 20–25% less wall time. Peak RSS is unchanged
 (memory that was in use at the peak is the same); RSS simply stays at that peak between steps.
 """
+
 from __future__ import annotations
 
 import ctypes
