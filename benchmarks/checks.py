@@ -8,7 +8,6 @@ from benchmarks.implementations import make_learner, make_step
 from benchmarks.reference import CanonicalConv4, reference_meta_backward
 from benchmarks.report import log
 from benchmarks.workloads import INNER_LR, VARIANTS, task_batch
-from maml_cli.core.engines import choose_engine
 
 
 def run_checks(device: torch.device) -> list[dict]:
@@ -40,7 +39,7 @@ def check_gradients(device: torch.device, tasks: int = 4) -> list[dict]:
         ours = torch.cat([p.grad.flatten() for p in learner.model.parameters()])
         ref = torch.cat([p.grad.flatten() for p in canonical.parameters()])
         difference = ((ours - ref).norm() / ref.norm()).item()
-        engine = choose_engine(learner.inner.engine, batch, learner.model)
+        engine = learner.engine_for(batch)
         out.append(dict(variant=variant, relative_difference=difference, device=device.type, engine=engine.value))
     return out
 

@@ -13,7 +13,6 @@ from benchmarks.memory import median_memory, step_memory
 from benchmarks.report import log
 from benchmarks.workloads import WORKLOADS
 from maml_cli.core import InnerLoopConfig, MetaLearner
-from maml_cli.core.engines import choose_engine
 from maml_cli.core.tasks import TaskBatch
 from maml_cli.models import Conv4
 
@@ -132,7 +131,7 @@ def time_evaluation(pooling: str, batch: TaskBatch, device: torch.device, steps:
     curve = learner.evaluate(batch)
     sync(device)
     seconds = time.perf_counter() - t0
-    scoring = choose_engine(learner.inner.engine, batch, learner.model)  # engine=auto
+    scoring = learner.engine_for(batch)  # engine=auto
     return dict(
         total_s=seconds,
         tasks=len(batch),

@@ -42,8 +42,7 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], C
                 if HydraConfig.get().mode is RunMode.MULTIRUN:
                     log.error("%s", error)
                     raise
-                print(f"Error: {error}", file=sys.stderr)
-                sys.exit(1)
+                error.exit()
             except Interrupted as stop:
                 print(stop, file=sys.stderr)
                 stop.hand_over()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from maml_cli.errors import MamlError
@@ -28,6 +27,5 @@ def main(argv: list[str] | None = None) -> None:
     try:
         print(compare(args.paths, args.output))
     except MamlError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        sys.exit(1)
+        error.exit()
     print(f"\nwrote {args.output / 'comparison.csv'} and {args.output / 'validation_curves.png'}")

@@ -13,7 +13,6 @@ import fcntl
 import logging
 import os
 import secrets
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -91,5 +90,4 @@ class RunDirLock(Callback):
         try:
             self.fd = lock_run_dir(Path(OmegaConf.select(config, key)), key)
         except MamlError as error:  # outside the task function: report it the way the commands do
-            print(f"Error: {error}", file=sys.stderr)
-            sys.exit(1)
+            error.exit()

@@ -37,7 +37,19 @@ if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's t
     os.register_at_fork(after_in_child=_POOLS.clear)
 
 
-def choose_engine(requested: Engine, batch: TaskBatch, model: nn.Module) -> Engine:
+def draws_random_numbers(model: nn.Module) -> bool:
+    """Whether ``model`` draws random numbers in training (it has dropout layers).
+
+    Args:
+        model: The network.
+
+    Returns:
+        True if any of its modules is a dropout layer.
+    """
+    return any(isinstance(m, DROPOUT) for m in model.modules())
+
+
+def choose_engine(requested: Engine, batch: TaskBatch, random_model: bool) -> Engine:
     """The engine that runs the tasks of ``batch``: ``requested``, unless it is ``auto``.
 
     ``auto`` picks ``vmap`` on accelerators; on CPU, ``threads`` for small tasks, but ``loop`` for large
@@ -48,7 +60,7 @@ def choose_engine(requested: Engine, batch: TaskBatch, model: nn.Module) -> Engi
     Args:
         requested: The configured engine.
         batch: The tasks to run.
-        model: The model that runs them.
+        random_model: Whether the model draws random numbers (:func:`draws_random_numbers`).
 
     Returns:
         The engine to use.
@@ -58,8 +70,7 @@ def choose_engine(requested: Engine, batch: TaskBatch, model: nn.Module) -> Engi
     if batch.x_support.device.type != "cpu":
         return Engine.vmap
     small = batch.x_support[0].numel() + batch.x_query[0].numel() <= THREADED_TASK_VALUES
-    draws_random_numbers = any(isinstance(m, DROPOUT) for m in model.modules())
-    return Engine.threads if small and not draws_random_numbers else Engine.loop
+    return Engine.threads if small and not random_model else Engine.loop
 
 
 def map_tasks(engine: Engine, owner: Owner, fn: Callable[..., Nest], *tasks: Nest) -> Nest:

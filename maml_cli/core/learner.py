@@ -22,7 +22,7 @@ from torch.func import functional_call, grad_and_value
 
 from maml_cli.core.batchnorm import Buffers, StepBuffers
 from maml_cli.core.config import AdaptScope, BatchNormPolicy, Engine, InnerLoopConfig
-from maml_cli.core.engines import DROPOUT, choose_engine, map_tasks, meta_gradients
+from maml_cli.core.engines import DROPOUT, choose_engine, draws_random_numbers, map_tasks, meta_gradients
 from maml_cli.core.inner_lr import InnerLearningRates
 from maml_cli.core.nest import index, leaves, map_tensors
 from maml_cli.core.tasks import TaskBatch
@@ -97,6 +97,7 @@ class MetaLearner(nn.Module):
         if not trainable:
             raise MamlError("the model has no trainable parameters to adapt in the inner loop")
         self.adapted_names = tuple(trainable)
+        self._random_model = draws_random_numbers(model)  # found once: engine_for runs on every meta-step
         self.inner_lr = InnerLearningRates(
             trainable,
             self.inner.lr,
@@ -122,7 +123,7 @@ class MetaLearner(nn.Module):
         self.model.train()
         first_order = self.inner.first_order or iteration < self.inner.first_order_iterations
         meta, consts = self._meta_parameters()
-        engine = choose_engine(self.inner.engine, batch, self.model)
+        engine = self.engine_for(batch)
         task_loss = partial(
             MetaLearner._task_loss,
             consts=consts,
@@ -164,6 +165,17 @@ class MetaLearner(nn.Module):
         weights[-1] = 1.0 - early * (steps - 1)
         return weights
 
+    def engine_for(self, batch: TaskBatch) -> Engine:
+        """The engine that runs the tasks of ``batch`` (see :func:`~maml_cli.core.engines.choose_engine`).
+
+        Args:
+            batch: The tasks to run.
+
+        Returns:
+            The configured engine, or the one ``auto`` picks for ``batch`` and this model.
+        """
+        return choose_engine(self.inner.engine, batch, self._random_model)
+
     # ------------------------------------------------------------------ evaluation / deployment
     def evaluate(self, batch: TaskBatch, steps: int | None = None, lr: float | None = None) -> AdaptationCurve:
         """Adapt every task of ``batch`` for ``steps`` and record the curve.
@@ -185,7 +197,7 @@ class MetaLearner(nn.Module):
         """
         steps = self.inner.eval_steps if steps is None else steps
         adapting = Engine.vmap if self.inner.engine is Engine.auto else self.inner.engine
-        scoring = choose_engine(self.inner.engine, batch, self.model)
+        scoring = self.engine_for(batch)
         with self._evaluation_modes():
             tensors = map_tensors(Tensor.detach, self._all_parameters())
             frozen = {n: t for n, t in tensors.model.items() if n not in self.adapted_names}
