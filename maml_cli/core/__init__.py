@@ -5,7 +5,9 @@ from maml_cli.core.config import (
     BatchNormPolicy,
     Engine,
     InnerLoopConfig,
+    InnerOptimizer,
     LrGranularity,
+    Method,
     OptimizerConfig,
 )
 from maml_cli.core.inner_lr import InnerLearningRates
@@ -20,8 +22,10 @@ __all__ = [
     "Engine",
     "InnerLearningRates",
     "InnerLoopConfig",
+    "InnerOptimizer",
     "LrGranularity",
     "MetaLearner",
+    "Method",
     "OptimizerConfig",
     "StepStats",
     "TaskBatch",

@@ -1,4 +1,4 @@
-"""MAML++'s per-step BatchNorm statistics: a copy of the model's buffers for each inner step."""
+"""Per-step BatchNorm: running statistics (a copy of the model's buffers) and weights for each inner step."""
 
 from __future__ import annotations
 
@@ -10,6 +10,58 @@ from torch import Tensor, nn
 from maml_cli.errors import MamlError
 
 Buffers = dict[str, Tensor]
+Params = dict[str, Tensor]
+
+
+def batchnorm_weight_names(model: nn.Module) -> list[str]:
+    """The names of the trainable weights and biases (γ, β) of ``model``'s BatchNorm layers."""
+    return [
+        f"{prefix}.{name}" if prefix else name
+        for prefix, module in model.named_modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        for name, p in module.named_parameters(recurse=False)
+        if p.requires_grad
+    ]
+
+
+class StepWeights(nn.Module):
+    """MAML++'s per-step BatchNorm weights and biases (BNWB), meta-learned, one set per inner step.
+
+    The model's own γ and β serve step 0; this holds a copy of them for each further step (none for
+    one step). Every forward pass belongs to an inner step: a support pass to the step it computes
+    the gradient of, a query pass to the step whose update it scores (the MAML++ code's ``num_step``,
+    so the query after the last update uses the last set). Steps past the last set (evaluation with
+    more steps than training) reuse it.
+
+    Args:
+        model: The model; its BatchNorm layers' weights and biases are copied.
+        steps: The number of inner steps, and so of sets (0 for none: the model's own serve every step).
+    """
+
+    def __init__(self, model: nn.Module, steps: int) -> None:
+        super().__init__()
+        self.names = batchnorm_weight_names(model) if steps else []
+        params = dict(model.named_parameters())
+        self.sets = nn.ModuleList(
+            nn.ParameterDict({n.replace(".", "__"): nn.Parameter(params[n].detach().clone()) for n in self.names})
+            for _ in range(steps - 1)
+        )
+
+    def select(self, params: Params, weights: Params, step: int) -> Params:
+        """``params`` with the BatchNorm weights and biases of inner step ``step``.
+
+        Args:
+            params: The model's parameters (or stand-ins for them), by name.
+            weights: This module's parameters by name (as ``named_parameters`` gives them), or stand-ins.
+            step: The inner step (0-based; clamped to the sets there are).
+
+        Returns:
+            ``params``, itself at step 0, else a copy with the step's weights and biases.
+        """
+        step = min(step, len(self.sets))
+        if step <= 0:
+            return params
+        return {**params, **{n: weights[f"sets.{step - 1}.{n.replace('.', '__')}"] for n in self.names}}
 
 
 class StepBuffers(nn.ModuleList):

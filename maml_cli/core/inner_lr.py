@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +24,8 @@ class InnerLearningRates(nn.Module):
         granularity: One rate for all parameters, one per parameter tensor, or one per element.
         per_step: A set of rates for each inner step, instead of one shared set.
         learn: Whether the rates are meta-learned.
+        init_range: ``[low, high]``: each rate starts drawn uniformly from it (from torch's global generator),
+            not at ``init`` (Meta-SGD: ``[0.005, 0.1]``).
     """
 
     def __init__(
@@ -34,13 +36,17 @@ class InnerLearningRates(nn.Module):
         granularity: LrGranularity = LrGranularity.scalar,
         per_step: bool = False,
         learn: bool = False,
+        init_range: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.granularity = LrGranularity(granularity)
 
         def rate(param: Tensor) -> nn.Parameter:
             shape = param.shape if self.granularity is LrGranularity.per_element else ()
-            return nn.Parameter(torch.full(shape, float(init), dtype=param.dtype), requires_grad=learn)
+            value = torch.full(shape, float(init), dtype=param.dtype)
+            if init_range is not None:
+                value.uniform_(float(init_range[0]), float(init_range[1]))
+            return nn.Parameter(value, requires_grad=learn)
 
         def one_set() -> dict[str, nn.Parameter]:
             """A rate for each adapted parameter (one shared by all of them when scalar)."""

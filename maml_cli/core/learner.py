@@ -18,10 +18,20 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, grad_and_value
+from torch.func import functional_call
 
-from maml_cli.core.batchnorm import Buffers, StepBuffers
-from maml_cli.core.config import AdaptScope, BatchNormPolicy, Engine, InnerLoopConfig
+from maml_cli.core import imaml, reptile
+from maml_cli.core.autodiff import grad_and_value
+from maml_cli.core.batchnorm import Buffers, StepBuffers, StepWeights, batchnorm_weight_names
+from maml_cli.core.config import (
+    AdaptScope,
+    BatchNormPolicy,
+    BatchNormWeights,
+    Engine,
+    InnerLoopConfig,
+    InnerOptimizer,
+    Method,
+)
 from maml_cli.core.engines import DROPOUT, choose_engine, draws_random_numbers, map_tasks, meta_gradients
 from maml_cli.core.inner_lr import InnerLearningRates
 from maml_cli.core.nest import index, leaves, map_tensors
@@ -38,6 +48,7 @@ class MetaParameters(NamedTuple):
 
     model: Params  # the model's parameters, by name
     rates: Params  # the inner learning rates, by their names in ``InnerLearningRates``
+    step_weights: Params  # the per-step BatchNorm weights, by their names in ``StepWeights``
 
 
 @dataclass
@@ -94,6 +105,8 @@ class MetaLearner(nn.Module):
         if self.inner.adapt is AdaptScope.head:
             prefix = (head or _last_child_with_parameters(model)) + "."
             trainable = {n: p for n, p in trainable.items() if n.startswith(prefix)}
+        if self.inner.batchnorm_weights is not BatchNormWeights.adapted:
+            trainable = {n: p for n, p in trainable.items() if n not in _batchnorm_weights(model, self.inner)}
         if not trainable:
             raise MamlError("the model has no trainable parameters to adapt in the inner loop")
         self.adapted_names = tuple(trainable)
@@ -105,13 +118,18 @@ class MetaLearner(nn.Module):
             self.inner.lr_granularity,
             self.inner.lr_per_step,
             self.inner.learn_lr,
+            self.inner.lr_init_range,
         )
         per_step = self.inner.batchnorm is BatchNormPolicy.per_step
         self.step_buffers = StepBuffers(model, self.inner.steps + 1 if per_step else 0)
+        per_step_weights = self.inner.batchnorm_weights is BatchNormWeights.per_step
+        self.step_weights = StepWeights(model, max(self.inner.steps, 1) if per_step_weights else 0)
 
     # ------------------------------------------------------------------ meta-training
     def meta_backward(self, batch: TaskBatch, iteration: int = 0) -> StepStats:
         """Accumulate the meta-gradient of the mean query loss over ``batch`` into ``.grad``.
+
+        With ``method=reptile`` or ``imaml``, that method's meta-gradient instead (see ``_surrogate_loss``).
 
         Args:
             batch: The meta-batch.
@@ -132,7 +150,15 @@ class MetaLearner(nn.Module):
             weights=self.multi_step_weights(iteration),
             functional=engine is Engine.vmap,
         )
-        grads, aux = meta_gradients(engine, self, task_loss, meta, self._task_buffers(len(batch)), *batch.tensors())
+        tasks = [self._task_buffers(len(batch)), *batch.tensors()]
+        if self.inner.method in TASK_DIRECTIONS:  # Reptile or iMAML: their meta-gradients, through the same engines
+            direction, functional = TASK_DIRECTIONS[self.inner.method], engine is Engine.vmap
+            task_loss = partial(MetaLearner._surrogate_loss, consts=consts, direction=direction, functional=functional)
+            if self.inner.inner_batch is not None:
+                examples = batch.x_support.shape[1] + batch.x_query.shape[1]
+                size, device = self.inner.inner_batch, batch.x_support.device
+                tasks.append(reptile.inner_batches(len(batch), examples, self.inner.steps, size, device))
+        grads, aux = meta_gradients(engine, self, task_loss, meta, *tasks)
         for p, g in zip(leaves(meta), grads):
             if g is not None:
                 p.grad = g if p.grad is None else p.grad + g
@@ -145,13 +171,16 @@ class MetaLearner(nn.Module):
         )
 
     def multi_step_weights(self, iteration: int) -> Tensor | None:
-        """MAML++'s multi-step loss weights for the query loss after each inner step.
+        """MAML++'s multi-step loss weights for the query loss after each inner step, as its code sets them.
 
-        Uniform at iteration 0, annealed linearly so that after ``multi_step_loss_iterations`` only
-        the final step counts (then ``None``: plain MAML). Non-final weights never drop below 0.03/k.
+        With ``k`` steps, ``N`` epochs of multi-step loss (``multi_step_loss_iterations`` over
+        ``iterations_per_epoch``) and ``e`` the epoch: uniform (1/k) in epoch 0, then each epoch the
+        non-final weights drop by 1/(kN) down to 0.03/k and the final one rises by (k−1)/(kN), up to
+        1 − (k−1)·0.03/k (they always sum to 1). From iteration ``multi_step_loss_iterations`` on
+        only the final step counts (then ``None``: plain MAML).
 
         Args:
-            iteration: The meta-training iteration.
+            iteration: The meta-training iteration (0-based).
 
         Returns:
             The weights of steps 1..k (float64), or ``None``.
@@ -159,10 +188,10 @@ class MetaLearner(nn.Module):
         steps, span = self.inner.steps, self.inner.multi_step_loss_iterations
         if span == 0 or steps < 2 or iteration >= span:
             return None
-        uniform, floor = 1.0 / steps, 0.03 / steps
-        early = uniform - (uniform - floor) * iteration / span
-        weights = torch.full((steps,), early, dtype=torch.float64)  # exact for float64 models
-        weights[-1] = 1.0 - early * (steps - 1)
+        epoch, epochs = iteration // self.inner.iterations_per_epoch, span / self.inner.iterations_per_epoch
+        decay, floor = 1.0 / steps / epochs, 0.03 / steps
+        weights = torch.full((steps,), max(1.0 / steps - epoch * decay, floor), dtype=torch.float64)
+        weights[-1] = min(1.0 / steps + epoch * (steps - 1) * decay, 1.0 - (steps - 1) * floor)
         return weights
 
     def engine_for(self, batch: TaskBatch) -> Engine:
@@ -204,7 +233,7 @@ class MetaLearner(nn.Module):
             adapt = partial(
                 MetaLearner._task_path, tensors=tensors, steps=steps, lr=lr, functional=adapting is Engine.vmap
             )
-            score = partial(MetaLearner._task_scores, frozen=frozen)
+            score = partial(MetaLearner._task_scores, frozen=frozen, step_weights=tensors.step_weights)
             curves = []
             for chunk in batch.chunks(self.inner.eval_chunk):
                 path, buffers = map_tasks(
@@ -241,14 +270,15 @@ class MetaLearner(nn.Module):
             params: Adapted parameters (from ``adapt``).
             x: The inputs.
             step: The number of inner steps ``params`` were adapted for (default ``eval_steps``): it
-                picks the per-step BatchNorm statistics.
+                picks the per-step BatchNorm statistics and weights.
 
         Returns:
             The model's outputs.
         """
         step = self.inner.eval_steps if step is None else step
         with self._evaluation_modes():
-            return self._forward(params, index(self._task_buffers(1), 0), step, x)[0]
+            step_weights = self._all_parameters().step_weights
+            return self._forward(params, step_weights, index(self._task_buffers(1), 0), step, x, query=True)[0]
 
     # ------------------------------------------------------------------ one task, functionally
     def _task_loss(
@@ -267,14 +297,14 @@ class MetaLearner(nn.Module):
         functional: bool,
     ) -> tuple[Tensor, dict[str, Any]]:
         """Meta-loss of one task and what to log, as a pure function of the meta-parameters."""
-        tensors = MetaParameters({**consts.model, **meta.model}, {**consts.rates, **meta.rates})
+        tensors = MetaParameters(*({**c, **m} for c, m in zip(consts, meta)))
         path, support_losses, buffers = self._adapt(
             tensors, buffers, x_s, y_s, steps, first_order, functional=functional
         )
         scored = [steps] if weights is None else range(1, steps + 1)
         outputs = {}
         for s in scored:
-            outputs[s], buffers = self._forward(path[s], buffers, s, x_q)
+            outputs[s], buffers = self._forward(path[s], tensors.step_weights, buffers, s, x_q, query=True)
         losses = {s: self.loss_fn(out, y_q) for s, out in outputs.items()}
         if weights is None:
             loss = losses[steps]
@@ -289,6 +319,35 @@ class MetaLearner(nn.Module):
         if self.classification:
             aux["query_accuracy"] = _accuracy(outputs[steps], y_q)
         return loss, aux
+
+    def _surrogate_loss(
+        self,
+        meta: MetaParameters,
+        buffers: list[Buffers],
+        x_s: Tensor,
+        y_s: Tensor,
+        x_q: Tensor,
+        y_q: Tensor,
+        *batches: Tensor,
+        consts: MetaParameters,
+        direction: TaskDirection,
+        functional: bool,
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """Reptile's or iMAML's task: ⟨θ, d⟩ for the method's meta-gradient d of the task, held constant, so that
+        its gradient is d and the engines apply unchanged; the logs are those of ``_task_loss``."""
+        tensors = map_tensors(Tensor.detach, MetaParameters(*({**c, **m} for c, m in zip(consts, meta))))
+        task = (x_s, y_s, x_q, y_q, *batches)
+        d, out, support_losses, buffers = direction(self, tensors, buffers, *task, functional=functional)
+        query_loss = self.loss_fn(out, y_q).detach()
+        aux = {
+            "loss": query_loss,
+            "query_loss": query_loss,
+            "support_losses": torch.stack(support_losses) if support_losses else query_loss.new_zeros(0),
+            "buffers": buffers,
+        }
+        if self.classification:
+            aux["query_accuracy"] = _accuracy(out, y_q)
+        return torch.stack([(meta.model[n] * g.detach()).sum() for n, g in d.items()]).sum(), aux
 
     def _task_path(
         self,
@@ -307,12 +366,19 @@ class MetaLearner(nn.Module):
 
     @torch.no_grad()
     def _task_scores(
-        self, path: list[Params], buffers: list[Buffers], x_q: Tensor, y_q: Tensor, *, frozen: Params
+        self,
+        path: list[Params],
+        buffers: list[Buffers],
+        x_q: Tensor,
+        y_q: Tensor,
+        *,
+        frozen: Params,
+        step_weights: Params,
     ) -> tuple[Tensor, Tensor]:
         """Query loss and accuracy of one task under each step's parameters of ``path``."""
         losses, accuracies = [], []
         for step, adapted in enumerate(path):
-            out, _ = self._forward({**frozen, **adapted}, buffers, step, x_q)
+            out, _ = self._forward({**frozen, **adapted}, step_weights, buffers, step, x_q, query=True)
             losses.append(self.loss_fn(out, y_q))
             accuracies.append(_accuracy(out, y_q) if self.classification else losses[-1])
         return torch.stack(losses), torch.stack(accuracies)
@@ -327,41 +393,69 @@ class MetaLearner(nn.Module):
         first_order: bool,
         lr: float | None = None,
         functional: bool = True,
+        batches: Tensor | None = None,
+        keep_path: bool = True,
     ) -> tuple[list[Params], list[Tensor], list[Buffers]]:
         """θ → θ − α ∇θ L_support, ``steps`` times; returns [θ₀, …, θ_k], the support losses and the buffers.
 
-        First-order: the inner gradient is computed on detached parameters, so it is a constant
-        and no second-order graph is ever built. ``functional``: inner gradients by ``torch.func``
-        (required under vmap), else by ``torch.autograd`` (less overhead per task).
+        ``inner_optimizer=adam`` steps by Adam instead; iMAML adds its proximal term λ/2·‖θ' − θ₀‖² to the
+        support loss (the support losses returned leave it out). ``batches`` (``[steps, size]`` indices) picks
+        each step's examples. Without ``keep_path`` only [θ_k] is returned: memory does not grow with the steps.
+
+        First-order: the inner gradient is computed on detached parameters (and per-step BatchNorm
+        weights), so it is a constant and no second-order graph is ever built. ``functional``: inner
+        gradients by ``torch.func`` (required under vmap), else by ``torch.autograd`` (less overhead per task).
         """
         params = tensors.model
+        step_weights = map_tensors(Tensor.detach, tensors.step_weights) if first_order else tensors.step_weights
+        start = {n: params[n].detach() for n in self.adapted_names}  # the centre of iMAML's proximal term
+        lam = self.inner.lam if self.inner.method is Method.imaml else 0.0
+        moments: dict[str, tuple[Tensor, Tensor]] = {}  # Adam's
         path, support_losses = [params], []
         for step in range(steps):
             frozen = {n: t.detach() for n, t in params.items()} if first_order else params
             adapted = {n: frozen[n] for n in self.adapted_names}
+            x, y = (x_s, y_s) if batches is None else (x_s[batches[step]], y_s[batches[step]])
 
             def support_loss(
-                sub: Params, frozen: Params = frozen, step: int = step, buffers: list[Buffers] = buffers
-            ) -> tuple[Tensor, list[Buffers]]:
-                out, buffers = self._forward({**frozen, **sub}, buffers, step, x_s)
-                return self.loss_fn(out, y_s), buffers
+                sub: Params,
+                frozen: Params = frozen,
+                step: int = step,
+                buffers: list[Buffers] = buffers,
+                x: Tensor = x,
+                y: Tensor = y,
+            ) -> tuple[Tensor, tuple[Tensor, list[Buffers]]]:
+                out, buffers = self._forward({**frozen, **sub}, step_weights, buffers, step, x)
+                loss = self.loss_fn(out, y)
+                if not lam:
+                    return loss, (loss, buffers)
+                proximal = torch.stack([((sub[n] - start[n]) ** 2).sum() for n in sub]).sum()
+                return loss + lam / 2 * proximal, (loss, buffers)
 
-            grads, (value, buffers) = _grad_and_value(support_loss, adapted, not first_order, functional)
+            grads, (_, (value, buffers)) = grad_and_value(support_loss, adapted, not first_order, functional)
             params = dict(params)
             for n in self.adapted_names:
                 alpha = lr if lr is not None else self.inner_lr.rate(tensors.rates, step, n)
-                params[n] = params[n] - alpha * grads[n]
-            path.append(params)
+                update = grads[n]
+                if self.inner.inner_optimizer is InnerOptimizer.adam:
+                    update, moments[n] = reptile.adam_direction(grads[n], moments.get(n), step)
+                params[n] = params[n] - alpha * update
+            path = [*path, params] if keep_path else [params]
             support_losses.append(value.detach())
         return path, support_losses, buffers
 
-    def _forward(self, params: Params, buffers: list[Buffers], step: int, x: Tensor) -> tuple[Tensor, list[Buffers]]:
-        """Model outputs for ``x`` at inner step ``step``, and the buffer sets after the call.
+    def _forward(
+        self, params: Params, step_weights: Params, buffers: list[Buffers], step: int, x: Tensor, query: bool = False
+    ) -> tuple[Tensor, list[Buffers]]:
+        """Model outputs for ``x`` under ``params`` after ``step`` inner updates, and the buffer sets after the call.
 
-        Buffers are threaded functionally: in training mode BatchNorm updates its running
-        statistics in place, so it is given fresh copies of the step's buffers, returned in a new
+        The running statistics are the set of ``step`` updates; the per-step BatchNorm weights those of
+        the inner step the pass belongs to: ``step`` for a support pass, ``step − 1`` for a query pass
+        (see ``StepWeights``). Buffers are threaded functionally: in training mode BatchNorm updates its
+        running statistics in place, so it is given fresh copies of the step's buffers, returned in a new
         list. torch.func's transforms forbid in-place updates of tensors captured from outside.
         """
+        params = self.step_weights.select(params, step_weights, step - 1 if query else step)
         current = min(step, len(buffers) - 1)
         state = buffers[current]
         if not self.model.training:
@@ -375,10 +469,14 @@ class MetaLearner(nn.Module):
 
     # ------------------------------------------------------------------ parameters and buffers
     def _all_parameters(self) -> MetaParameters:
-        return MetaParameters(dict(self.model.named_parameters()), dict(self.inner_lr.named_parameters()))
+        return MetaParameters(
+            dict(self.model.named_parameters()),
+            dict(self.inner_lr.named_parameters()),
+            dict(self.step_weights.named_parameters()),
+        )
 
     def _meta_parameters(self) -> tuple[MetaParameters, MetaParameters]:
-        """(meta-parameters, constants): the trainable parameters of the model and rates, and the frozen ones."""
+        """(meta-parameters, constants): the trainable parameters of each part, and the frozen ones."""
         parts = self._all_parameters()
         meta = MetaParameters(*({n: p for n, p in part.items() if p.requires_grad} for part in parts))
         consts = MetaParameters(*({n: p for n, p in part.items() if not p.requires_grad} for part in parts))
@@ -405,24 +503,23 @@ class MetaLearner(nn.Module):
                 m.training = training
 
 
-def _grad_and_value(
-    fn: Callable[[Params], tuple[Tensor, Any]], inputs: Params, create_graph: bool, functional: bool
-) -> tuple[Params, tuple[Tensor, Any]]:
-    """``(∇ fn(inputs)[0], fn(inputs))`` for ``fn`` returning ``(loss, aux)``; zeros for unused inputs.
+TaskDirection = Callable[..., tuple[Params, Tensor, list[Tensor], list[Buffers]]]
+TASK_DIRECTIONS: dict[Method, TaskDirection] = {
+    Method.reptile: reptile.task_direction,
+    Method.imaml: imaml.task_direction,
+}
 
-    ``functional``: by ``torch.func.grad_and_value`` (composes with vmap; higher orders implicit), else by
-    ``torch.autograd.grad``, keeping the graph for second order when ``create_graph``.
-    """
-    if functional:
-        result: tuple[Params, tuple[Tensor, Any]] = grad_and_value(fn, has_aux=True)(inputs)
-        return result
-    variables = inputs if create_graph else {n: t.detach().requires_grad_() for n, t in inputs.items()}
-    with torch.enable_grad():
-        value, aux = fn(variables)
-        grads = torch.autograd.grad(
-            value, tuple(variables.values()), create_graph=create_graph, allow_unused=True, materialize_grads=True
+
+def _batchnorm_weights(model: nn.Module, inner: InnerLoopConfig) -> list[str]:
+    """The names of ``model``'s BatchNorm weights and biases, which ``inner.batchnorm_weights`` keeps out of the
+    inner loop; MamlError if it has none."""
+    names = batchnorm_weight_names(model)
+    if not names:
+        raise MamlError(
+            f"batchnorm_weights={inner.batchnorm_weights.value} needs BatchNorm layers with trainable weights "
+            "and biases; the model has none (use batchnorm_weights=adapted)"
         )
-    return dict(zip(variables, grads)), (value, aux)
+    return names
 
 
 def _accuracy(logits: Tensor, labels: Tensor) -> Tensor:

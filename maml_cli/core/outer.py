@@ -37,7 +37,7 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimizerConfig) -> tor
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, iterations: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Constant meta-lr, or cosine annealing from ``lr`` to ``min_lr`` over ``iterations`` steps.
+    """Constant meta-lr, or cosine or linear annealing from ``lr`` to ``min_lr`` over ``iterations`` steps.
 
     Args:
         optimizer: The meta-optimiser.
@@ -49,6 +49,9 @@ def build_scheduler(
     """
     if cfg.schedule is Schedule.cosine:
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(iterations, 1), eta_min=cfg.min_lr)
+    if cfg.schedule is Schedule.linear:
+        span, end = max(iterations, 1), cfg.min_lr / cfg.lr
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - (1.0 - end) * min(step, span) / span)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 

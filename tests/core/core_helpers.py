@@ -54,6 +54,20 @@ class TinyMLP(nn.Module):
         return self.head(self.body(x))
 
 
+def linear_model(features: int = 3, seed: int = 0) -> nn.Linear:
+    """w ↦ x·w, no bias: with the squared error, a task loss that is quadratic in the parameters."""
+    torch.manual_seed(seed)
+    return nn.Linear(features, 1, bias=False).to(DTYPE)
+
+
+def regression_batch(tasks: int = 2, shots: int = 4, queries: int = 3, features: int = 3, seed: int = 1) -> TaskBatch:
+    """Random linear-regression tasks: inputs ``[tasks, n, features]``, targets ``[tasks, n, 1]``."""
+    g = torch.Generator().manual_seed(seed)
+    x = lambda n: torch.randn(tasks, n, features, generator=g, dtype=DTYPE)  # noqa: E731
+    y = lambda n: torch.randn(tasks, n, 1, generator=g, dtype=DTYPE)  # noqa: E731
+    return TaskBatch(x(shots), y(shots), x(queries), y(queries))
+
+
 def conv_net(seed: int = 0, **kwargs) -> TinyConvNet:
     torch.manual_seed(seed)
     return TinyConvNet(**kwargs).to(DTYPE)

@@ -1,4 +1,4 @@
-"""BatchNorm policies: ``per_step`` (MAML++ running statistics per inner step) and ``transductive``."""
+"""BatchNorm statistics: ``per_step`` (running statistics per inner step, used at evaluation) and ``transductive``."""
 
 from __future__ import annotations
 

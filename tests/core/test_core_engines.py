@@ -48,11 +48,19 @@ VARIANTS = {
         multi_step_loss_iterations=10,
         batchnorm="per_step",
     ),
+    "reptile": dict(steps=2, method="reptile"),
+    "reptile_adam_inner_batches": dict(steps=3, method="reptile", inner_optimizer="adam", inner_batch=4, lr=0.01),
+    "imaml": dict(steps=3, method="imaml", cg_steps=3),
+    "imaml_per_step_batchnorm": dict(steps=2, method="imaml", batchnorm="per_step"),
+    "imaml_adam": dict(steps=2, method="imaml", inner_optimizer="adam", lr=0.01),
 }
 
 
 def _model(variant: str):
-    return conv_net(track_running_stats="per_step" in variant or variant == "everything")
+    # Adam divides by √v̂ + ε: on conv.bias before BatchNorm, whose gradient is 0 in exact arithmetic, it turns
+    # rounding (~1e-17) into steps of ~1e-9·α that differ between engines; without BatchNorm no gradient is 0.
+    per_step = "per_step" in variant or variant == "everything"
+    return conv_net(track_running_stats=per_step, batchnorm="adam" not in variant)
 
 
 @contextmanager
@@ -68,6 +76,7 @@ def cpu_threads(count: int):
 
 def _run(variant: str, engine: str, batch, iteration: int = 3):
     maml = learner(_model(variant), engine=engine, **VARIANTS[variant])
+    torch.manual_seed(0)  # the same draws of Reptile's inner batches in every engine
     with cpu_threads(3 if engine == "threads" else 1):  # 3 workers for 4 tasks: uneven slices
         stats = maml.meta_backward(batch, iteration)
     return maml, stats

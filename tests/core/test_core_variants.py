@@ -125,10 +125,12 @@ def test_frozen_parameters_are_neither_adapted_nor_meta_trained_and_cause_no_err
     assert torch.equal(after.model.conv.weight, frozen)
 
 
-def test_multi_step_loss_weights_start_uniform_sum_to_one_and_anneal_to_the_final_step():
-    maml = learner(mlp(), steps=4, multi_step_loss_iterations=100)
+def test_multi_step_loss_weights_start_uniform_change_per_epoch_sum_to_one_and_anneal_to_the_final_step():
+    maml = learner(mlp(), steps=4, multi_step_loss_iterations=100, iterations_per_epoch=10)
     uniform = maml.multi_step_weights(0)
     torch.testing.assert_close(uniform, torch.full((4,), 0.25, dtype=uniform.dtype))
+    assert torch.equal(maml.multi_step_weights(9), uniform)  # exact: one vector per epoch
+    assert not torch.equal(maml.multi_step_weights(10), uniform)
     previous_final = 0.0
     for iteration in (0, 10, 50, 99):
         w = maml.multi_step_weights(iteration)
@@ -137,7 +139,7 @@ def test_multi_step_loss_weights_start_uniform_sum_to_one_and_anneal_to_the_fina
         assert (w[:-1] >= 0.03 / 4 - 1e-9).all() and torch.all(w[:-1] == w[0])  # exact: one value, filled in
         assert w[-1].item() >= previous_final
         previous_final = w[-1].item()
-    assert maml.multi_step_weights(99)[-1].item() > 0.97
+    assert maml.multi_step_weights(99)[-1].item() > 0.9  # epoch 9 of 10: 1/4 + 9·3/40 = 0.925
     assert maml.multi_step_weights(100) is None and maml.multi_step_weights(10_000) is None  # final step only
     assert learner(mlp(), steps=1, multi_step_loss_iterations=100).multi_step_weights(0) is None
     assert learner(mlp(), steps=4).multi_step_weights(0) is None
