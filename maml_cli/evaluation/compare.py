@@ -1,7 +1,8 @@
 """``maml-compare``: training runs side by side, from their run directories alone (``results.json``).
 
-The table lists the settings that differ between the runs beside each run's best validation score
-and test score (mean ± 95% CI), best run first; the figure overlays their validation curves.
+Runs that differ only by their seed are one setting. The table lists the settings that differ beside
+each setting's best validation and test scores (mean ± std over its seeds, and their number n),
+ranked by best validation score; the figure overlays the settings' mean validation curves.
 """
 
 from __future__ import annotations
@@ -11,13 +12,25 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from maml_cli.errors import MamlError
 from maml_cli.evaluation.plots import plot_curves
 
 # settings that do not change what a run learns
-IGNORED = ("resume", "device", "logger", "log_every", "checkpoint_every", "dataset.root", "dataset.cache_dir")
+IGNORED = (
+    "resume",
+    "device",
+    "logger",
+    "log_every",
+    "checkpoint_every",
+    "dist_timeout_s",
+    "dataset.root",
+    "dataset.cache_dir",
+    "paths",  # the data, cache and output roots
+)
+SEED = "seed"
 
 
 @dataclass
@@ -31,16 +44,51 @@ class Run:
         best = self.results["best"]["step"]
         return next((v for v in self.results["validation"] if v["step"] == best), None)
 
-    @property
-    def score(self) -> float:
-        """What ranks the runs: the test mean, else the best validation mean; higher is better.
+    @cached_property
+    def config(self) -> dict:
+        """The run's settings, as dotted keys."""
+        return _flatten(self.results["config"])
 
-        Unscored runs and non-finite scores (a diverged run's NaN) rank last.
+    def mean(self, split: str) -> float | None:
+        """The best validation mean (``split="val"``) or the test mean; None if not measured."""
+        result = self.validation if split == "val" else self.results.get("test")
+        return result["mean"] if result else None
+
+
+@dataclass
+class Setting:
+    """Runs with the same settings but their seeds: ``values`` of the differing keys, as text."""
+
+    values: dict[str, str]
+    runs: list[Run]
+
+    @property
+    def label(self) -> str:
+        """The differing settings and the number of runs (``algorithm.lr=0.01, shots=5 (n=3)``), for legends."""
+        return f"{', '.join(f'{key}={value}' for key, value in self.values.items()) or 'all runs'} (n={len(self.runs)})"
+
+    def spread(self, split: str) -> tuple[float, float | None, int]:
+        """Mean and sample std (None for one run) of the runs' ``split`` scores, and how many runs have one."""
+        return _spread([m for r in self.runs if (m := r.mean(split)) is not None])
+
+    def score(self, metric: str) -> float:
+        """What ranks the settings: the mean best validation score, higher is better.
+
+        Unscored settings and non-finite scores (a diverged seed's NaN) rank last.
         """
-        result = self.results.get("test") or self.validation
-        if result is None or not math.isfinite(result["mean"]):
+        mean, _, count = self.spread("val")
+        if not count or not math.isfinite(mean):
             return -math.inf
-        return result["mean"] if self.results["metric"] == "acc" else -result["mean"]
+        return mean if metric == "acc" else -mean
+
+    def curve(self) -> list[dict]:
+        """The mean validation curve over the seeds, at the steps all of them reached (``ci95``: the std)."""
+        histories = [{v["step"]: v["mean"] for v in r.results["validation"]} for r in self.runs]
+        points = []
+        for step in sorted(set.intersection(*(set(h) for h in histories))):
+            mean, std, _ = _spread([h[step] for h in histories])
+            points.append({"step": step, "mean": mean, "ci95": std or 0.0})
+        return points
 
 
 def find_runs(paths: list[Path]) -> list[Run]:
@@ -51,10 +99,11 @@ def find_runs(paths: list[Path]) -> list[Run]:
         if not files:
             raise MamlError(f"{path} is neither a training run directory nor a multirun directory (no results.json)")
         found += files
-    base = os.path.commonpath([f.parent.resolve() for f in found]) if len(found) > 1 else None
+    found = list(dict.fromkeys(f.resolve() for f in found))  # a run named twice counts once
+    base = os.path.commonpath([f.parent for f in found]) if len(found) > 1 else None
     runs = []
     for file in found:
-        name = os.path.relpath(file.parent.resolve(), base) if base else file.parent.name
+        name = os.path.relpath(file.parent, base) if base else file.parent.name
         runs.append(Run(name, _read_results(file)))
     if len({r.results["metric"] for r in runs}) > 1:
         raise MamlError("cannot rank classification runs (accuracy) against regression runs (MSE); compare them apart")
@@ -93,25 +142,67 @@ def _read_results(file: Path) -> dict:
 
 
 def differing(runs: list[Run]) -> list[str]:
-    """The config keys (dotted) whose values are not the same in every run."""
-    flat = [_flatten(r.results["config"]) for r in runs]
-    keys = sorted({k for f in flat for k in f if not k.startswith(IGNORED)})
-    return [k for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1]
+    """The config keys (dotted) whose values are not the same in every run, but the seed.
+
+    A key that always has the same value as one before it (``dataset.shots`` beside ``shots``) is left out.
+    """
+    keys = sorted({k for r in runs for k in r.config if not k.startswith(IGNORED) and k != SEED})
+    columns: dict[str, list[str]] = {}
+    for key in sorted(keys, key=lambda k: (k.count("."), k)):  # top-level keys first
+        column = [json.dumps(r.config.get(key)) for r in runs]
+        if len(set(column)) > 1 and column not in columns.values():
+            columns[key] = column
+    return [k for k in keys if k in columns]
+
+
+def settings(runs: list[Run]) -> list[Setting]:
+    """The runs grouped by the settings that differ (runs that differ only by seed together), best first."""
+    keys = differing(runs)
+    groups: dict[tuple, Setting] = {}
+    for run in runs:
+        values = {k: _text(run.config.get(k)) for k in keys}
+        groups.setdefault(tuple(values.values()), Setting(values, [])).runs.append(run)
+    metric = runs[0].results["metric"]
+    return sorted(groups.values(), key=lambda s: s.score(metric), reverse=True)
 
 
 def compare(paths: list[Path], output: Path) -> str:
-    """Write ``comparison.csv`` and ``validation_curves.png`` to ``output``; the table as text."""
-    runs = sorted(find_runs(paths), key=lambda r: r.score, reverse=True)
-    keys = differing(runs)
-    metric = runs[0].results["metric"]
-    rows = [[r.name, *(_text(_flatten(r.results["config"]).get(k)) for k in keys), *_scores(r)] for r in runs]
-    header = ["run", *keys, f"val_{metric}", "val_ci95", "best_step", f"test_{metric}", "test_ci95"]
+    """Write ``comparison.csv`` (the table: a row per setting), ``runs.csv`` (a row per run, with each run's
+    95% CIs and best step) and ``validation_curves.png`` to ``output``; the table as text."""
+    ranked = settings(find_runs(paths))
+    keys, metric = list(ranked[0].values), ranked[0].runs[0].results["metric"]
     output.mkdir(parents=True, exist_ok=True)
-    with (output / "comparison.csv").open("w", newline="") as file:
+    _write_csv(
+        output / "comparison.csv",
+        [*keys, "n", f"val_{metric}", f"val_{metric}_std", f"test_{metric}", f"test_{metric}_std", "runs"],
+        [[*s.values.values(), len(s.runs), *_summary(s, "val"), *_summary(s, "test"), _names(s)] for s in ranked],
+    )
+    _write_csv(
+        output / "runs.csv",
+        ["run", *keys, SEED, f"val_{metric}", "val_ci95", "best_step", f"test_{metric}", "test_ci95"],
+        [[r.name, *s.values.values(), _text(r.config.get(SEED)), *_scores(r)] for s in ranked for r in s.runs],
+    )
+    curves = {s.label: s.curve() for s in ranked}
+    ylabel = f"validation {metric} (mean ± std over seeds)"
+    plot_curves({k: v for k, v in curves.items() if v}, "meta-step", ylabel, output / "validation_curves.png")
+    better = "higher" if metric == "acc" else "lower"
+    title = f"ranked by best validation {metric} ({better} is better); mean ± std over the n seeds of each setting"
+    return title + "\n" + _table(keys, metric, ranked)
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with path.open("w", newline="") as file:
         csv.writer(file).writerows([header, *rows])
-    curves = {r.name: r.results["validation"] for r in runs if r.results["validation"]}
-    plot_curves(curves, "meta-step", f"validation {metric}", output / "validation_curves.png")
-    return _table(header, rows, len(keys))
+
+
+def _summary(setting: Setting, split: str) -> list:
+    """Mean and std of the setting's ``split`` scores for the CSV (empty when not measured or one run)."""
+    mean, std, count = setting.spread(split)
+    return [mean if count else "", "" if std is None else std]
+
+
+def _names(setting: Setting) -> str:
+    return ";".join(r.name for r in setting.runs)
 
 
 def _scores(run: Run) -> list:
@@ -120,19 +211,27 @@ def _scores(run: Run) -> list:
     return [val.get("mean", ""), val.get("ci95", ""), val.get("step", ""), test.get("mean", ""), test.get("ci95", "")]
 
 
-def _table(header: list[str], rows: list[list], settings: int) -> str:
-    """Aligned text, with each mean and its CI shown together as ``mean ± ci``."""
+def _table(keys: list[str], metric: str, ranked: list[Setting]) -> str:
+    """Aligned text: the settings, n, and each score as ``mean ± std`` (``(k of n)`` when only k runs have it)."""
 
-    def pair(mean, ci95) -> str:
-        return f"{mean:.4f} ± {ci95:.4f}" if mean != "" else "-"
+    def cell(setting: Setting, split: str) -> str:
+        mean, std, count = setting.spread(split)
+        text = "-" if not count else f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+        return text if count in (0, len(setting.runs)) else f"{text} ({count} of {len(setting.runs)})"
 
-    metric = header[-2].removeprefix("test_")
-    lines = [[*header[: 1 + settings], f"val {metric}", "step", f"test {metric}"]]
-    for row in rows:
-        val_mean, val_ci, step, test_mean, test_ci = row[1 + settings :]
-        lines.append([*row[: 1 + settings], pair(val_mean, val_ci), str(step), pair(test_mean, test_ci)])
+    lines = [[*keys, "n", f"val {metric}", f"test {metric}"]]
+    lines += [[*s.values.values(), str(len(s.runs)), cell(s, "val"), cell(s, "test")] for s in ranked]
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def _spread(values: list[float]) -> tuple[float, float | None, int]:
+    """Mean, sample standard deviation (None for fewer than two values) and count of ``values``."""
+    if not values:
+        return math.nan, None, 0
+    mean = math.fsum(values) / len(values)
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+    return mean, std, len(values)
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:

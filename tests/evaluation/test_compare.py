@@ -1,4 +1,4 @@
-"""maml-compare: what differs between runs, their validation and test scores, best first, and a figure."""
+"""maml-compare: the settings that differ, their scores as mean ± std over seeds ranked by validation, a figure."""
 
 import csv
 import json
@@ -9,14 +9,14 @@ import pytest
 
 from maml_cli.errors import MamlError
 from maml_cli.evaluation import compare
-from maml_cli.evaluation.compare import find_runs
+from maml_cli.evaluation.compare import find_runs, settings
 from tests.evaluation.conftest import TINY
 from tests.evaluation.evaluation_helpers import cli
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """Two sinusoid runs that differ only in the inner learning rate, as one multirun directory."""
+    """Four sinusoid runs, two shots by two seeds, as one multirun directory."""
     out = tmp_path_factory.mktemp("sweep")
     cli(
         "train",
@@ -24,7 +24,8 @@ def sweep(tmp_path_factory):
         "dataset=sinusoid",
         "iterations=4",
         "test_tasks=4",
-        "algorithm.lr=0.001,0.05",
+        "shots=5,10",
+        "seed=0,1",
         *TINY,
         f"hydra.sweep.dir={out}",
         cwd=out,
@@ -32,22 +33,48 @@ def sweep(tmp_path_factory):
     return out
 
 
-def test_table_lists_the_differing_settings_beside_the_scores_best_first(sweep, tmp_path):
+def rows(path):
+    with path.open() as file:
+        return list(csv.DictReader(file))
+
+
+def test_two_settings_by_two_seeds_are_two_rows_of_mean_and_std_ranked_by_validation(sweep, tmp_path):
     done = cli("compare", str(sweep), "--output", str(tmp_path), cwd=tmp_path)
 
-    with (tmp_path / "comparison.csv").open() as file:
-        rows = list(csv.DictReader(file))
-    assert list(rows[0]) == ["run", "algorithm.lr", "val_mse", "val_ci95", "best_step", "test_mse", "test_ci95"]
-    assert sorted(row["algorithm.lr"] for row in rows) == ["0.001", "0.05"]
-    assert float(rows[0]["test_mse"]) <= float(rows[1]["test_mse"])  # lower MSE is better
-    assert "algorithm.lr" in done.stdout and "±" in done.stdout
+    title, header, *table = done.stdout.split("\n\n")[0].splitlines()
+    assert title.startswith("ranked by best validation mse (lower is better)")
+    assert header.split() == ["shots", "n", "val", "mse", "test", "mse"]  # not dataset.shots, its copy
+    assert len(table) == 2 and all(line.split()[1] == "2" and line.count("±") == 2 for line in table)
+    by_setting = rows(tmp_path / "comparison.csv")
+    assert list(by_setting[0]) == ["shots", "n", "val_mse", "val_mse_std", "test_mse", "test_mse_std", "runs"]
+    assert sorted(row["shots"] for row in by_setting) == ["10", "5"] and {row["n"] for row in by_setting} == {"2"}
+    assert float(by_setting[0]["val_mse"]) <= float(by_setting[1]["val_mse"])  # lower MSE is better
+    runs = rows(tmp_path / "runs.csv")
+    for setting in by_setting:
+        seeds = [run for run in runs if run["shots"] == setting["shots"]]
+        assert sorted(run["seed"] for run in seeds) == ["0", "1"]
+        assert setting["runs"] == ";".join(run["run"] for run in seeds)
+        a, b = (float(run["val_mse"]) for run in seeds)
+        assert float(setting["val_mse"]) == (a + b) / 2  # exact: one rounded sum, halved
+        # the sample std of two values; rel: the rounding of two ways of computing it
+        assert float(setting["val_mse_std"]) == pytest.approx(abs(a - b) / math.sqrt(2), rel=1e-12)
     assert (tmp_path / "validation_curves.png").stat().st_size > 0
+
+
+def test_curves_are_the_mean_over_seeds_labelled_by_the_settings_that_differ(sweep):
+    ranked = settings(find_runs([sweep]))
+
+    assert sorted(setting.label for setting in ranked) == ["shots=10 (n=2)", "shots=5 (n=2)"]
+    for setting in ranked:
+        histories = [run.results["validation"] for run in setting.runs]
+        means = [(a["mean"] + b["mean"]) / 2 for a, b in zip(*histories)]  # exact: one rounded sum, halved
+        assert [(point["step"], point["mean"]) for point in setting.curve()] == list(zip([2, 4], means))
 
 
 def test_run_directories_can_be_named_one_by_one(sweep, sinusoid_run, tmp_path):
     table = compare([sweep / "0", sinusoid_run], tmp_path)
-    assert "name" in table.splitlines()[0]  # tiny-sinusoid versus default
-    assert "algorithm.lr" in table.splitlines()[0]
+    header = table.splitlines()[1]
+    assert "name" in header and "shots" in header  # tiny-sinusoid at 10 shots versus default at 5
 
 
 def test_a_directory_without_runs_is_an_error(tmp_path):
@@ -107,8 +134,9 @@ def test_a_malformed_results_json_is_one_line_on_stderr(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def regression_run(path, validation: list[float], test: float | None, lr: float):
-    """A run directory of validation MSEs at steps 100, 200, ..., the best one's test MSE and ``algorithm.lr``."""
+def regression_run(path, validation: list[float], test: float | None, lr: float, seed: int = 0):
+    """A run directory of validation MSEs at steps 100, 200, ..., the best one's test MSE, ``algorithm.lr`` and
+    ``seed``."""
     history = [{"step": 100 * (i + 1), "mean": mean, "ci95": 0.5} for i, mean in enumerate(validation)]
     best = min(history, key=lambda v: (math.isnan(v["mean"]), v["mean"]))
     return run_dir(
@@ -119,7 +147,7 @@ def regression_run(path, validation: list[float], test: float | None, lr: float)
                 "best": {"metric": "val/mse", "value": best["mean"], "step": best["step"]},
                 "validation": history,
                 "test": None if test is None else {"step": best["step"], "mean": test, "ci95": 0.5},
-                "config": {"algorithm": {"lr": lr}},
+                "config": {"algorithm": {"lr": lr}, "seed": seed},
             }
         ).encode(),
     )
@@ -131,7 +159,46 @@ def test_a_diverged_run_whose_scores_are_nan_ranks_last(tmp_path):
     regression_run(tmp_path / "sweep" / "2", [9.0, 8.2], None, lr=0.01)  # no test: ranked by validation
     compare([tmp_path / "sweep"], tmp_path / "out")
 
-    with (tmp_path / "out" / "comparison.csv").open() as file:
-        rows = list(csv.DictReader(file))
-    assert [(row["run"], row["algorithm.lr"]) for row in rows] == [("2", "0.01"), ("1", "0.001"), ("0", "10.0")]
-    assert rows[2]["val_mse"] == rows[2]["test_mse"] == "nan"
+    ranked = rows(tmp_path / "out" / "comparison.csv")
+    assert [(row["runs"], row["algorithm.lr"]) for row in ranked] == [("2", "0.01"), ("1", "0.001"), ("0", "10.0")]
+    assert ranked[2]["val_mse"] == ranked[2]["test_mse"] == "nan"
+
+
+def test_runs_that_differ_only_by_seed_are_one_row_of_mean_std_and_n(tmp_path):
+    for seed, (val, test) in enumerate([(1.0, 2.0), (3.0, 4.0), (5.0, None)]):
+        regression_run(tmp_path / "sweep" / str(seed), [val], test, lr=0.01, seed=seed)
+    regression_run(tmp_path / "sweep" / "3", [2.5], 1.0, lr=0.1)
+    table = compare([tmp_path / "sweep"], tmp_path / "out")
+
+    # exact: mean 3 and std sqrt(((1-3)² + 0 + (5-3)²) / 2) = 2; the test mean 3 and std sqrt(2) of 2 and 4
+    assert table.splitlines()[1:] == [
+        "algorithm.lr  n  val mse          test mse",
+        "0.1           1  2.5000           1.0000",
+        "0.01          3  3.0000 ± 2.0000  3.0000 ± 1.4142 (2 of 3)",
+    ]
+    ranked = rows(tmp_path / "out" / "comparison.csv")
+    assert [list(row.values()) for row in ranked] == [
+        ["0.1", "1", "2.5", "", "1.0", "", "3"],
+        ["0.01", "3", "3.0", "2.0", "3.0", str(math.sqrt(2)), "0;1;2"],
+    ]
+    per_run = rows(tmp_path / "out" / "runs.csv")
+    assert [(run["run"], run["seed"], run["val_ci95"], run["best_step"]) for run in per_run] == [
+        ("3", "0", "0.5", "100"),
+        ("0", "0", "0.5", "100"),
+        ("1", "1", "0.5", "100"),
+        ("2", "2", "0.5", "100"),
+    ]
+
+
+def test_settings_are_ranked_by_validation_even_where_the_test_score_disagrees(tmp_path):
+    regression_run(tmp_path / "sweep" / "0", [4.0], 1.0, lr=0.01)
+    regression_run(tmp_path / "sweep" / "1", [2.0], 9.0, lr=0.1)
+    table = compare([tmp_path / "sweep"], tmp_path / "out")
+
+    assert table.splitlines()[0].startswith("ranked by best validation mse (lower is better)")
+    assert [row["algorithm.lr"] for row in rows(tmp_path / "out" / "comparison.csv")] == ["0.1", "0.01"]
+
+
+def test_a_run_named_twice_counts_once(tmp_path):
+    regression_run(tmp_path / "sweep" / "0", [4.0], 1.0, lr=0.01)
+    assert [run.name for run in find_runs([tmp_path / "sweep", tmp_path / "sweep" / "0"])] == ["0"]
