@@ -8,6 +8,7 @@ rules run in ``__post_init__``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
 from typing import Any
@@ -36,6 +37,13 @@ class WandbMode(str, Enum):
     disabled = "disabled"
 
 
+class CheckpointFiles(str, Enum):
+    """How the model artifacts hold the checkpoint files."""
+
+    reference = "reference"  # a file:// reference and its checksum: nothing is copied
+    upload = "upload"  # the file itself, uploaded on sync: another machine can download it
+
+
 @dataclass
 class LoggerConfig:
     """Weights & Biases: offline unless ``WANDB_MODE`` (or ``logger.mode``) says otherwise."""
@@ -45,6 +53,17 @@ class LoggerConfig:
     entity: str | None = None
     group: str | None = None  # default: the sweep (multirun) or the experiment name
     tags: list[str] = field(default_factory=list)
+    checkpoints: CheckpointFiles = CheckpointFiles.reference  # each checkpoint write: a model artifact version
+
+
+@dataclass
+class PathsConfig:
+    """Where data, caches and outputs live (the ``paths`` group). Relative paths, here and in every other
+    setting that names a file or folder, are relative to the directory the command started in."""
+
+    data_root: str | None = II("oc.env:MAML_DATA_ROOT,null")  # datasets in <data_root>/<name> (see maml_cli.data)
+    cache_dir: str | None = II("oc.env:MAML_CACHE_DIR,null")  # processed datasets (None: ~/.cache/maml_cli)
+    output_root: str = "outputs"  # run dirs: <output_root>/<command>/<time>_<token>/
 
 
 @dataclass
@@ -58,19 +77,23 @@ class TrainConfig:
     iterations: int = 1000
     seed: int = 0
     device: str = "auto"  # auto: CUDA when present, else CPU
-    name: str = "default"  # experiment name: the W&B group of single runs
+    name: str | None = None  # experiment name: the W&B group of single runs (default: dataset-task, omniglot-5w1s)
     log_every: int = 50  # meta-steps between progress lines / W&B training metrics
     val_every: int = 500  # meta-steps between validations (and at the end); best.pt by validation
     val_tasks: int = 200  # fixed validation episodes (mean ± 95% CI)
     test_tasks: int = 600  # fixed test episodes for the best checkpoint at the end (0: none)
     checkpoint_every: int = 500  # meta-steps between writes of checkpoints/last.pt (and at the end)
-    resume: str | None = None  # true: this job's checkpoints/last.pt if any; or a checkpoint / run dir
+    resume: str | None = None  # true: this job's checkpoints/last.pt if any; or a checkpoint / run dir (a fork)
+    init_from: str | None = None  # a checkpoint / run dir (its best.pt): a new run from the weights that fit
     dist_timeout_s: float = 600.0  # under torchrun: seconds a process waits for the others before failing
+    max_time: str | None = None  # wall-clock budget of training + validation (30m, 1h30m, 00:30:00, seconds)
+    overfit: bool = False  # train on one fixed meta-batch, again and again (debug=overfit)
     dataset: Any = MISSING  # dataset=NAME: a config of maml_cli.data.DATASETS
     model: Any = MISSING  # model=NAME: a config of maml_cli.models.MODELS (each dataset chooses one)
     algorithm: InnerLoopConfig = field(default_factory=InnerLoopConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
 
     def __post_init__(self) -> None:
         check_task_shape(self)
@@ -84,6 +107,8 @@ class TrainConfig:
             check_range("test_tasks", self.test_tasks, minimum=2)
         check_device(self.device)
         check_range("dist_timeout_s", self.dist_timeout_s, minimum=1.0)
+        if self.max_time is not None:
+            duration_s("max_time", self.max_time)
 
 
 def check_task_shape(cfg) -> None:
@@ -95,6 +120,23 @@ def check_task_shape(cfg) -> None:
         seen = getattr(cfg.dataset, key)
         if seen != getattr(cfg, key):
             raise MamlError(f"dataset.{key}={seen} contradicts {key}={getattr(cfg, key)}: set {key}={seen} instead")
+
+
+def duration_s(key: str, value: str) -> float:
+    """Seconds in ``value``: plain seconds (90), units (90s, 30m, 1h30m, 1.5h) or H:MM:SS; else MamlError."""
+    text = str(value).strip().lower()
+    number = r"(\d+(?:\.\d+)?)"
+    if re.fullmatch(number, text):
+        return float(text)
+    if clock := re.fullmatch(r"(\d+):([0-5]\d):([0-5]\d)", text):
+        hours, minutes, seconds = (int(part) for part in clock.groups())
+    elif text and (units := re.fullmatch(f"(?:{number}h)?(?:{number}m)?(?:{number}s)?", text)):
+        hours, minutes, seconds = (float(part or 0) for part in units.groups())
+    else:
+        raise MamlError(
+            f"{key}={value!r} is not a duration; use seconds (90), units (90s, 30m, 1h30m) or H:MM:SS (00:30:00)"
+        )
+    return float(3600 * hours + 60 * minutes + seconds)
 
 
 def check_device(device: str) -> None:
@@ -145,6 +187,7 @@ class EvalConfig(CheckpointSource):
     data_root: str | None = None  # where the dataset is (default: the checkpoint's dataset.root)
     plot_tasks: int = 3  # sinusoid: tasks drawn in fits.png
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -163,3 +206,5 @@ class AdaptConfig(CheckpointSource):
     support: str = MISSING  # one sub-folder of images per class
     query: str = MISSING  # the images to classify
     output: str | None = None  # CSV path (default: predictions.csv in the run directory)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)

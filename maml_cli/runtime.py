@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from maml_cli.config import TrainConfig, with_task_shape
-from maml_cli.core import BatchNormPolicy, MetaLearner
+from maml_cli.core import BatchNormPolicy, MetaLearner, TaskBatch
 from maml_cli.data import DATASETS
 from maml_cli.errors import MamlError
 from maml_cli.models import MODELS, build_model
@@ -42,6 +42,28 @@ def build_learner(config: TrainConfig, dataset) -> MetaLearner:
         track_running_stats=config.algorithm.batchnorm is BatchNormPolicy.per_step,
     )
     return MetaLearner(model, "cross_entropy" if classification else "mse", config.algorithm)
+
+
+def train_sampler(config: TrainConfig, dataset, device: torch.device):
+    """The training meta-batches: random ones, or with ``config.overfit`` the first one again and again."""
+    sampler = dataset.sampler("train", config.ways, config.shots, config.queries, seed=config.seed, device=device)
+    return RepeatedBatch(sampler.sample(config.meta_batch_size)) if config.overfit else sampler
+
+
+class RepeatedBatch:
+    """A task sampler that gives the same meta-batch every time, so it has no random state to save."""
+
+    def __init__(self, batch: TaskBatch):
+        self.batch = batch
+
+    def sample(self, tasks: int) -> TaskBatch:
+        return self.batch
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 def train_config_from_dict(values: dict) -> TrainConfig:

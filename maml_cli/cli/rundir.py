@@ -35,6 +35,11 @@ def unique_token() -> str:
 OmegaConf.register_new_resolver("maml_unique", unique_token, use_cache=True)
 
 
+def torchrun_follower() -> bool:
+    """Whether this process is a rank other than 0 of a torchrun job (rank 0 writes the job's files)."""
+    return int(os.environ.get("RANK", "0")) > 0
+
+
 def lock_run_dir(directory: Path, key: str = "hydra.run.dir") -> int:
     """Create ``directory`` and lock it for this process; MamlError if it is not writable or in use.
 
@@ -85,7 +90,7 @@ class RunDirLock(Callback):
     on_multirun_end = on_run_end
 
     def _lock(self, config: DictConfig, key: str) -> None:
-        if int(os.environ.get("RANK", "0")) > 0:  # torchrun: rank 0 holds the job's lock for all ranks
+        if torchrun_follower():  # rank 0 holds the job's lock for all ranks
             return
         try:
             self.fd = lock_run_dir(Path(OmegaConf.select(config, key)), key)

@@ -26,7 +26,7 @@ def _main(cfg: DictConfig) -> float:
     """Returns the best validation score (accuracy, or −MSE), which sweepers such as Optuna maximise."""
     config = validate(cfg, TrainConfig)
     dist = init_distributed(resolve_device(config.device), config.dist_timeout_s)
-    return train(config, _shared_output_dir(dist, run_info()), dist)
+    return train(config, _shared_output_dir(dist, run_info(config)), dist)
 
 
 def main() -> float:
@@ -36,16 +36,27 @@ def main() -> float:
     return _main()
 
 
-def run_info() -> RunInfo:
-    """This Hydra job's directory, W&B name (its overrides, seed excluded) and sweep."""
+def run_info(config: TrainConfig) -> RunInfo:
+    """This Hydra job's directory, overrides, group choices, the keys left out of run names
+    (``hydra.job.config.override_dirname.exclude_keys``) and, in a multirun, the sweep's W&B group."""
     hydra = HydraConfig.get()
+    choices = {k: v for k, v in hydra.runtime.choices.items() if v is not None and not k.startswith("hydra/")}
     return RunInfo(
         output_dir=Path(hydra.runtime.output_dir),
-        name=hydra.job.override_dirname or "defaults",
-        sweep=Path(hydra.sweep.dir).name if hydra.mode is RunMode.MULTIRUN else None,
+        sweep=sweep_group(hydra, choices, config) if hydra.mode is RunMode.MULTIRUN else None,
         overrides=list(hydra.overrides.task),
-        choices={k: v for k, v in hydra.runtime.choices.items() if v is not None and not k.startswith("hydra/")},
+        choices=choices,
+        unnamed=list(hydra.job.config.override_dirname.exclude_keys),
     )
+
+
+def sweep_group(hydra, choices: dict[str, str], config: TrainConfig) -> str:
+    """The W&B group of a multirun's jobs: the name of the sweep directory given as ``hydra.sweep.dir``, else
+    the sweep preset's or experiment's name (else ``multirun``) and the default directory's (its time)."""
+    directory = Path(hydra.sweep.dir).name
+    if any(override.split("=", 1)[0] == "hydra.sweep.dir" for override in hydra.overrides.hydra):
+        return directory
+    return f"{choices.get('sweep') or config.name or 'multirun'}-{directory}"
 
 
 def _shared_output_dir(dist: Distributed, info: RunInfo) -> RunInfo:

@@ -30,5 +30,5 @@ class DatasetConfig:
     """Fields every dataset has; image datasets also tell their ``channels`` (1: grayscale, 3: RGB)."""
 
     name: str = "???"
-    root: str | None = None  # None: $MAML_DATA_ROOT, then ~/.maml_cli/data, then ./data
-    cache_dir: str | None = None  # None: $MAML_CACHE_DIR, else ~/.cache/maml_cli
+    root: str | None = None  # None: $MAML_DATA_ROOT (paths.data_root), then ~/.maml_cli/data, then ./data
+    cache_dir: str | None = None  # None: $MAML_CACHE_DIR (paths.cache_dir), else ~/.cache/maml_cli

@@ -3,6 +3,8 @@
 Data root of dataset ``name``: ``cfg.root`` if set, else the first of ``$MAML_DATA_ROOT/<name>``,
 ``~/.maml_cli/data/<name>`` and ``./data/<name>`` that holds the dataset.
 Cache: ``cfg.cache_dir``, else ``$MAML_CACHE_DIR``, else ``~/.cache/maml_cli``.
+The commands set ``$MAML_DATA_ROOT`` and ``$MAML_CACHE_DIR`` from ``paths.data_root`` and ``paths.cache_dir``
+(see ``maml_cli.cli.paths``).
 """
 
 from __future__ import annotations

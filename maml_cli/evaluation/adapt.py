@@ -2,7 +2,9 @@
 
 The support folder holds one sub-folder of labelled images per class (N classes, K images each,
 read from the folders); the query folder holds the images to classify. Images are converted as the
-checkpoint's dataset config says: colour mode, size, resampling filter and inversion.
+checkpoint's dataset config says: colour mode, size, resampling filter and inversion. The W&B run
+(``job_type=adapt``) lines up with the training run and declares the checkpoint as its input (see
+``Trained.open_run``); it holds the predictions as a table.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+import wandb
 
 from maml_cli.config import AdaptConfig
 from maml_cli.data import load_class_folders
@@ -22,6 +25,7 @@ from maml_cli.data.images import decode_images, image_files
 from maml_cli.errors import MamlError
 from maml_cli.evaluation.restore import load_trained, restore_learner
 from maml_cli.runs.checkpoints import atomic_write
+from maml_cli.runs.tracking import task_tag
 from maml_cli.runtime import resolve_device
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,19 @@ def adapt_folders(config: AdaptConfig, output_dir: Path) -> Path:
     csv.writer(table).writerows([["file", "class", "probability"], *rows])
     atomic_write(output, table.getvalue().encode())  # all at once: a file already there stays whole if this fails
     shots = torch.bincount(labels).tolist()
+    settings = {
+        "support": config.support,
+        "query": config.query,
+        "output": str(output),
+        "steps": steps,
+        "lr": config.lr,
+        "classes": classes,
+        "support_images": shots,
+    }
+    with trained.open_run("adapt", config.logger, output_dir, task_tag(len(classes), min(shots)), settings) as run:
+        data = [[name, label, float(p)] for name, label, p in rows]
+        run.log({"adapt/predictions": wandb.Table(columns=["file", "class", "probability"], data=data)})
+        run.summary.update({"adapt/classes": len(classes), "adapt/query_images": len(files)})
     log.info(
         "adapted to %d classes (%s support images each) in %d steps; %d predictions in %s",
         len(classes),

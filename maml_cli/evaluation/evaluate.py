@@ -1,7 +1,8 @@
 """``maml-eval``: a checkpoint's adaptation curve on fixed episodes, with 95% confidence intervals and spread.
 
 Writes ``eval.json`` and ``curve.png`` (plus ``fits.png`` for sinusoids) to the output directory and
-logs a W&B run with ``job_type=eval`` in the training run's group.
+logs a W&B run with ``job_type=eval`` lined up with the training run (see ``Trained.open_run``): its
+numbers under ``eval/<split>/``, the curve as a table and a line plot, the figures as images.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from maml_cli.data import build_dataset
 from maml_cli.errors import MamlError
 from maml_cli.evaluation.plots import plot_curves, plot_sinusoid_fits
 from maml_cli.evaluation.restore import Trained, load_trained, restore_learner
-from maml_cli.runs.metrics import mean_ci95, metric_name
-from maml_cli.runs.tracking import open_run, task_tag
+from maml_cli.runs.metrics import adaptation_curve, mean_ci95, metric_name
+from maml_cli.runs.tracking import task_tag
 from maml_cli.runtime import resolve_device
 
 log = logging.getLogger(__name__)
@@ -63,19 +64,14 @@ def evaluate(config: EvalConfig, output_dir: Path) -> dict:
     episodes = dataset.episodes(config.split, *shape.values(), config.tasks, seed=config.seed, device=device)
 
     start = time.perf_counter()
-    curve = learner.evaluate(episodes, steps=steps, lr=config.lr)
+    curve = adaptation_curve(learner, episodes, steps=steps, lr=config.lr, label=f"{config.split} tasks")
     seconds = time.perf_counter() - start
     scores = (curve.accuracies if learner.classification else curve.losses).cpu()
     if not learner.classification:
         del shape["ways"]
     points = [{"step": step, **spread(scores[:, step])} for step in range(steps + 1)]
     report = {
-        "checkpoint": {
-            "path": str(trained.path.resolve()),
-            "sha256": trained.sha256,
-            "step": trained.state["step"],
-            "train_run": trained.state["wandb"],
-        },
+        "checkpoint": trained.source,
         "dataset": train.dataset.name,
         "split": config.split,
         **shape,
@@ -90,7 +86,7 @@ def evaluate(config: EvalConfig, output_dir: Path) -> dict:
         "seconds": seconds,
         "tasks_per_s": config.tasks / seconds,
     }
-    _write(report, output_dir)
+    figures = [_write(report, output_dir)]
     if not learner.classification and config.plot_tasks:
         parameters = dataset.task_parameters(
             config.split, shape["shots"], shape["queries"], config.plot_tasks, config.seed
@@ -104,12 +100,13 @@ def evaluate(config: EvalConfig, output_dir: Path) -> dict:
             config.lr,
             output_dir / "fits.png",
         )
-    _track(report, trained, config, output_dir)
+        figures.append(output_dir / "fits.png")
+    _track(report, trained, config, output_dir, figures)
     return report
 
 
-def _write(report: dict, output_dir: Path) -> None:
-    """``eval.json``, ``curve.png`` and a log line of the final score."""
+def _write(report: dict, output_dir: Path) -> Path:
+    """``eval.json``, ``curve.png`` (its path returned) and a log line of the final score."""
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "eval.json").write_text(json.dumps(report, indent=2))
     split, metric, final = report["split"], report["metric"], report["final"]
@@ -132,6 +129,7 @@ def _write(report: dict, output_dir: Path) -> None:
         final["max"],
         report["seconds"],
     )
+    return output_dir / "curve.png"
 
 
 def _set_policy(learner: MetaLearner, trained: Trained, config: EvalConfig) -> None:
@@ -147,38 +145,29 @@ def _set_policy(learner: MetaLearner, trained: Trained, config: EvalConfig) -> N
     )
 
 
-def _track(report: dict, trained: Trained, config: EvalConfig, output_dir: Path) -> None:
-    """The W&B eval run, in the training run's project and group: numbers in the summary, the curve as a plot."""
-    origin, values = trained.state["wandb"], trained.state["config"]
-    key = f"{report['split']}/{report['metric']}"
+def _track(report: dict, trained: Trained, config: EvalConfig, output_dir: Path, figures: list[Path]) -> None:
+    """The W&B eval run: numbers under ``eval/<split>/`` in the summary, the curve as a table and a line plot,
+    ``figures`` (PNG files) as images."""
+    prefix = f"eval/{report['split']}"
+    key = f"{prefix}/{report['metric']}"
     task = task_tag(report.get("ways"), report["shots"])
     settings = {k: v for k, v in report.items() if k not in ("checkpoint", "final", "curve", "seconds", "tasks_per_s")}
-    with open_run(
-        "eval",
-        config.logger,
-        name=f"eval-{report['split']}-{task}-{report['steps']}steps",
-        group=origin.get("group") or values["name"],
-        tags=["eval", report["dataset"], task],
-        output_dir=output_dir,
-        config={
-            "eval": settings,
-            "train_run_id": origin.get("id"),
-            "checkpoint": report["checkpoint"],
-            "train": values,
-        },
-        origin=origin,
-    ) as run:
+    detail = f"{report['split']} {report['steps']} steps"
+    with trained.open_run("eval", config.logger, output_dir, task, settings, detail) as run:
         run.define_metric("adaptation/step")
         run.define_metric(f"{key}_curve*", step_metric="adaptation/step")
         for point in report["curve"]:
             run.log(
                 {"adaptation/step": point["step"], f"{key}_curve": point["mean"], f"{key}_curve_ci95": point["ci95"]}
             )
-        table = wandb.Table(
-            columns=["step", "mean", "ci95"], data=[[p["step"], p["mean"], p["ci95"]] for p in report["curve"]]
-        )
+        columns = list(report["curve"][0])  # step, mean, ci95, std, min, q1, median, q3, max
+        table = wandb.Table(columns=columns, data=[[p[c] for c in columns] for p in report["curve"]])
+        title = f"{report['split']} {report['metric']} after each adaptation step"
         run.log(
-            {f"{key}_adaptation": wandb.plot.line(table, "step", "mean", title=f"{key} after each adaptation step")}
+            {
+                f"{key}_adaptation": wandb.plot.line(table, "step", "mean", title=title),  # and the table: ..._table
+                **{f"{prefix}/{figure.stem}": wandb.Image(str(figure)) for figure in figures},
+            }
         )
         stats = {stat: value for stat, value in report["final"].items() if stat != "step"}
         run.summary.update({key if stat == "mean" else f"{key}_{stat}": value for stat, value in stats.items()})

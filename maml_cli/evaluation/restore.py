@@ -1,4 +1,5 @@
-"""A trained model back from its checkpoint: the checkpoint's own config, its fingerprint and its learner."""
+"""A trained model back from its checkpoint: the checkpoint's own config, its fingerprint and its learner, and the
+W&B run of a job that uses it, lined up with its training run."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from pathlib import Path
 
 import torch
 
-from maml_cli.config import CheckpointSource, TrainConfig
+from maml_cli.config import CheckpointSource, LoggerConfig, TrainConfig
 from maml_cli.core import MetaLearner
 from maml_cli.data import DATASETS
 from maml_cli.errors import MamlError
+from maml_cli.runs.artifacts import use_checkpoint
 from maml_cli.runs.checkpoints import load_checkpoint
+from maml_cli.runs.tracking import open_run
 from maml_cli.runtime import build_learner, train_config_from_dict
 
 
@@ -38,6 +41,59 @@ class Trained:
         data = self.config.dataset.name
         task = f"{data} {self.task_kind}" if self.task_kind == "regression" else f"{self.config.ways}-way {data}"
         return f"model {model['name']} {settings} for {task}"
+
+    @property
+    def job(self) -> dict:
+        """The training job's W&B run ``name`` and Hydra group ``choices`` (a checkpoint written before they were
+        kept: its run directory's name, no choices)."""
+        return self.state.get("job") or {"name": self.path.resolve().parent.parent.name, "choices": {}}
+
+    @property
+    def source(self) -> dict:
+        """Which checkpoint: its ``path``, ``sha256``, ``step`` and training run (``train_run``, its W&B identity)."""
+        return {
+            "path": str(self.path.resolve()),
+            "sha256": self.sha256,
+            "step": self.state["step"],
+            "train_run": self.state["wandb"],
+        }
+
+    def open_run(
+        self, job_type: str, logger: LoggerConfig, output_dir: Path, task: str, settings: dict, detail: str = ""
+    ):
+        """The W&B run of a ``job_type`` job (eval, adapt) on ``task`` tasks (e.g. ``5w1s``) that uses this model.
+
+        It lines up with the training run: in its project and group, its config keyed as the training
+        run's (``ways``, ``shots``, ``algorithm``, ``dataset``, ``hydra.choices``, ... of the model), this job's
+        ``settings`` under ``job_type``, and the checkpoint declared as its input, a version of the training
+        run's model artifact. Its name, ``<job_type> <task> <detail> | <model>``, says which model: the training
+        run's name, seed, checkpoint file and step.
+        """
+        origin, values = self.state["wandb"], self.state["config"]
+        algorithm = self.job["choices"].get("algorithm")
+        model = f"{self.job['name']} seed={values['seed']} {self.path.stem}@{self.state['step']}"
+        run = open_run(
+            job_type,
+            logger,
+            name=f"{job_type} {task} {detail}".rstrip() + f" | {model}",
+            group=origin.get("group") or values["name"],
+            tags=[job_type, values["dataset"]["name"], task, *([algorithm] if algorithm else [])],
+            output_dir=output_dir,
+            config={
+                **values,
+                "hydra": {"choices": self.job["choices"]},
+                job_type: settings,
+                "checkpoint": self.source,
+                "train_run_id": origin.get("id"),
+            },
+            origin=origin,
+        )
+        try:
+            use_checkpoint(run, self.path, self.state)
+        except BaseException:
+            run.finish(exit_code=1)  # never left open for the next job of a sweep
+            raise
+        return run
 
     def check_ways(self, ways: int, source: str) -> None:
         """The head has ``config.ways`` outputs: it can label up to that many classes."""

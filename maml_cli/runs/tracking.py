@@ -1,17 +1,48 @@
-"""Weights & Biases: one run per job (``train`` or ``eval``), placed and tagged by the same rules."""
+"""Weights & Biases: one run per job (``train`` or ``eval``), placed, named and tagged by the same rules."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import wandb
 
-from maml_cli.config import LoggerConfig, WandbMode
+from maml_cli.config import LoggerConfig, TrainConfig, WandbMode
+from maml_cli.data import DATASETS
 
 
 def task_tag(ways: int | None, shots: int) -> str:
     """``5w1s`` for 5-way 1-shot tasks; ``10shot`` without ways (regression)."""
     return f"{shots}shot" if ways is None else f"{ways}w{shots}s"
+
+
+def training_task_tag(config: TrainConfig) -> str:
+    """The :func:`task_tag` of a training run: ways only for classification (a regression task has no classes)."""
+    classification = DATASETS[config.dataset.name].task_kind == "classification"
+    return task_tag(config.ways if classification else None, config.shots)
+
+
+def experiment_group(config: TrainConfig) -> str:
+    """The W&B group of a single training run: its experiment ``name``, else its dataset and task
+    (``omniglot-5w1s``), so that the runs of one setting (seeds, restarts) share it."""
+    return config.name or f"{config.dataset.name}-{training_task_tag(config)}"
+
+
+def override_key(override: str) -> str:
+    """The key of a command-line override: ``model.hidden`` for ``+model.hidden=[8,8]``."""
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def under(key: str, roots: Iterable[str]) -> bool:
+    """Whether ``key`` is one of ``roots`` or below one of them (``logger.mode`` is below ``logger``)."""
+    return any(key == root or key.startswith(f"{root}.") for root in roots)
+
+
+def run_name(overrides: Iterable[str], unnamed: Iterable[str]) -> str:
+    """A W&B run name: the ``overrides``, sorted and comma-separated as Hydra's ``override_dirname``, without
+    those of the ``unnamed`` keys (and their sub-keys); ``defaults`` when none is left."""
+    unnamed = list(unnamed)
+    return ",".join(sorted(o for o in overrides if not under(override_key(o), unnamed))) or "defaults"
 
 
 def open_run(

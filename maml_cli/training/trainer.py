@@ -9,19 +9,29 @@ from __future__ import annotations
 import copy
 import logging
 import signal
+import time
+from datetime import timedelta
 
 import torch
 
-from maml_cli.config import TrainConfig
+from maml_cli.config import TrainConfig, duration_s
 from maml_cli.core import StepStats, TaskBatch, build_optimizer, build_scheduler, clip_meta_gradient
 from maml_cli.data import build_dataset
 from maml_cli.errors import MamlError
 from maml_cli.runs.checkpoints import load_checkpoint
-from maml_cli.runs.metrics import episode_scores, is_better, mean_ci95, metric_name
-from maml_cli.runtime import build_learner, resolve_device, seed_everything
+from maml_cli.runs.metrics import episode_scores, in_chunks, is_better, mean_ci95, metric_name
+from maml_cli.runtime import build_learner, resolve_device, seed_everything, train_sampler
 from maml_cli.training.distributed import Distributed
-from maml_cli.training.progress import Progress, peak_memory_mb
-from maml_cli.training.resume import check_weights, config_dict, find_checkpoint, load_resumable, resumed_config
+from maml_cli.training.progress import Progress, Stopwatch, peak_memory_mb
+from maml_cli.training.resume import (
+    check_weights,
+    config_dict,
+    find_start,
+    identify,
+    ignored_overrides,
+    init_weights,
+    resumed_config,
+)
 from maml_cli.training.rng import restore_rng, rng_state
 from maml_cli.training.signals import Interrupted, StopSignals
 from maml_cli.training.writer import RunInfo, RunWriter, Silent
@@ -32,29 +42,39 @@ log = logging.getLogger(__name__)
 def train(config: TrainConfig, info: RunInfo, dist: Distributed | None = None) -> float:
     """Meta-train in ``info.output_dir``; returns the best validation score (accuracy, or −MSE).
 
-    With ``config.resume`` the run continues from a checkpoint, bit for bit, W&B run included.
+    With ``config.resume`` the run continues from a checkpoint, bit for bit: in place, its W&B run included;
+    from another run's checkpoint, as a new run (a fork). With ``config.init_from`` a new run starts from the
+    weights of another run's checkpoint that fit its model. See ``resume`` for how a job starts and who it is.
     Under torchrun, ``dist`` is this process's place in the job (see ``init_distributed``; default: one
     process), and ``info.output_dir`` the job's run dir, the same on every rank.
     SIGTERM, SIGUSR1 or SIGINT stops it after the current meta-step with ``last.pt`` saved: :class:`Interrupted`.
     """
     dist = dist or Distributed()
-    path = find_checkpoint(config.resume, info.output_dir)
-    checkpoint = load_resumable(path) if path else None
-    if checkpoint:
-        log.info("resuming from %s at step %d", path, checkpoint["step"])
-        config = resumed_config(checkpoint["config"], config, info.overrides)
+    start = find_start(config, info.output_dir)
+    ignored: list[str] = []
+    if start.continues:
+        how = "resuming" if start.kind == "resumed" else "forking a new run"
+        log.info("%s from %s at step %d", how, start.path, start.step)
+        ignored = ignored_overrides(start.state["config"], config, info.overrides)
+        config = resumed_config(start.state["config"], config, info.overrides)
+    info = identify(info, start, config, ignored)
     dist.check_meta_batch(config.meta_batch_size)
     values = config_dict(config)
     writer = RunWriter if dist.is_main else Silent  # rank 0 writes for the whole job
-    with StopSignals() as signals, writer(config, values, info, path, checkpoint) as out:
+    with StopSignals() as signals, writer(config, values, info, start) as out:
         trainer = Trainer(config, values, info, out, dist, signals)
-        if checkpoint:
-            check_weights(path, checkpoint, trainer.learner)
-        return trainer.fit(checkpoint)
+        if start.continues:
+            check_weights(start.path, start.state, trainer.learner)
+        elif start.kind == "init_from":
+            init_weights(start, trainer.learner, config)
+        return trainer.fit(start.state if start.continues else None)
 
 
 class Trainer:
-    """One training job's state; ``fit`` runs it to ``config.iterations`` meta-steps."""
+    """One training job's state; ``fit`` runs it to ``config.iterations`` meta-steps, or until ``max_time``.
+
+    The ``max_time`` budget counts training and validation (the final test comes after it), over resumes.
+    """
 
     def __init__(
         self, config: TrainConfig, values: dict, info: RunInfo, out: RunWriter, dist: Distributed, signals: StopSignals
@@ -72,11 +92,14 @@ class Trainer:
         self.optimizer = build_optimizer(self.learner.parameters(), config.optimizer)
         self.scheduler = build_scheduler(self.optimizer, config.optimizer, config.iterations)
         self.shape = (config.ways, config.shots, config.queries)
-        self.sampler = self.dataset.sampler("train", *self.shape, seed=config.seed, device=self.device)
+        self.sampler = train_sampler(config, self.dataset, self.device)
         self.val_episodes = self.dataset.episodes("val", *self.shape, num_tasks=config.val_tasks, device=self.device)
         self.val_episodes = self.val_episodes[dist.episode_share(config.val_tasks)]  # this rank's share
         self.metric = metric_name(self.learner)
         self.step, self.history = 0, []
+        self.validated_at_s: list[float | None] = []  # training's elapsed seconds at each validation in ``history``
+        self.stopwatch = Stopwatch(None if config.max_time is None else duration_s("max_time", config.max_time))
+        self.stopped_by: str | None = None  # max_time, once the budget is spent
         self.best = {"metric": f"val/{self.metric}", "value": None, "step": None}
         self.sums: dict[str, torch.Tensor] = {}  # training statistics since the last log line, on the device
         self.summed = 0  # meta-steps in ``sums``
@@ -102,16 +125,21 @@ class Trainer:
                 self.dist.world_size,
                 cfg.meta_batch_size // self.dist.world_size,
             )
-        if self.step and self._due(self.step)[1] and not any(v["step"] == self.step for v in self.history):
+        if self.stopwatch.limit_s is not None:
+            left = timedelta(seconds=round(self.stopwatch.left()))
+            log.info("max_time=%s: %s left of training and validation", cfg.max_time, left)
+        if self.step and self._due(self.step)[1] and not self._validated():
             self._validate()  # a signal cut this step's validation short
             self._stop_if_signalled()
-        with Progress(cfg.iterations, self.step, show=self.dist.is_main) as progress:
-            for step in range(self.step + 1, cfg.iterations + 1):
+        self._check_time()  # a resumed run may have spent its budget
+        with Progress(cfg.iterations, self.step, show=self.dist.is_main, stopwatch=self.stopwatch) as progress:
+            while self.step < cfg.iterations and not self.stopped_by:
                 batch = self.dist.local_batch(self.sampler.sample(cfg.meta_batch_size))  # the same on every rank
                 self._meta_step(batch)
-                self.step = step
+                self.step += 1
                 progress.advance()
-                due = self._due(step)
+                self._check_time()
+                due = self._due(self.step)
                 if any(due):
                     self._check_finite()
                 if due[0]:
@@ -121,22 +149,34 @@ class Trainer:
                 if due[2]:
                     self.out.save("last", self._state)
                 self._stop_if_signalled(batch, progress)
-        if not self.history:  # nothing to train: score and keep the initialisation
+        if not self._validated():  # nothing to train, or a budget spent before any step: score and keep this step
             self._validate()
             self.out.save("last", self._state)
             self._stop_if_signalled()
+        self.stopped_by = self.stopped_by or "iterations"
+        self.stopwatch.stop()
         test = self._test()
         self._stop_if_signalled()  # a signal during the test: resuming tests again
         self.out.finish(self.standing, test)
         return self.best["value"] if self.metric == "acc" else -self.best["value"]
 
     def _due(self, step: int) -> list[bool]:
-        """Whether ``step`` logs, validates and saves ``last.pt``."""
+        """Whether ``step`` logs, validates and saves ``last.pt`` (all three at the last step)."""
         cfg = self.config
-        return [
-            step % every == 0 or step == cfg.iterations
-            for every in (cfg.log_every, cfg.val_every, cfg.checkpoint_every)
-        ]
+        last = step == cfg.iterations or self.stopped_by is not None
+        return [step % every == 0 or last for every in (cfg.log_every, cfg.val_every, cfg.checkpoint_every)]
+
+    def _validated(self) -> bool:
+        return any(v["step"] == self.step for v in self.history)
+
+    def _check_time(self) -> None:
+        """Past ``max_time`` (under torchrun: on any rank's clock, so that all stop at the same step), stop here."""
+        if self.stopwatch.limit_s is None or self.step >= self.config.iterations:
+            return
+        if self.dist.min(torch.tensor(int(not self.stopwatch.exhausted()))) == 0:
+            self.stopped_by = "max_time"
+            spent = timedelta(seconds=round(self.stopwatch.elapsed()))
+            log.info("max_time=%s reached (%s spent): the run ends at step %d", self.config.max_time, spent, self.step)
 
     def _stop_if_signalled(self, batch: TaskBatch | None = None, progress: Progress | None = None) -> None:
         """After a stop signal: log and save this step, then raise Interrupted.
@@ -224,27 +264,32 @@ class Trainer:
         }
         progress.report(shown, rate)
 
-    def _score(self, learner, episodes: TaskBatch, tasks: int) -> dict[str, float] | None:
-        """Mean and ci95 over ``tasks`` episodes, of which ``episodes`` is this rank's share.
+    def _score(self, learner, episodes: TaskBatch, tasks: int, label: str) -> dict[str, float] | None:
+        """Mean and ci95 over ``tasks`` episodes, of which ``episodes`` is this rank's share; rank 0 shows a bar.
 
         On one process, a stop signal cuts it short between chunks of ``eval_chunk`` episodes (the chunks
         of ``evaluate``: the scores are the same): None. Under torchrun, where ranks score together, it is finished.
         """
-        chunks = [episodes] if self.dist.enabled else episodes.chunks(learner.inner.eval_chunk)
-        scores = []
-        for chunk in chunks:
-            if self.signals.signum and not self.dist.enabled:
-                return None
-            scores.append(episode_scores(learner, chunk))
+        scores = in_chunks(
+            lambda chunk: episode_scores(learner, chunk),
+            episodes,
+            learner.inner.eval_chunk,
+            label,
+            show=self.dist.is_main,
+            stop=None if self.dist.enabled else lambda: bool(self.signals.signum),
+        )
+        if scores is None:
+            return None
         mean, ci95 = mean_ci95(self.dist.gather_episodes(torch.cat(scores), tasks))
         return {"mean": mean, "ci95": ci95}
 
     def _validate(self) -> None:
-        score = self._score(self.learner, self.val_episodes, self.config.val_tasks)
+        score = self._score(self.learner, self.val_episodes, self.config.val_tasks, "validation")
         if score is None:
             return
         result = {"step": self.step, **score}
         self.history.append(result)
+        self.validated_at_s.append(self.stopwatch.elapsed())
         m = self.metric
         self.out.log({"meta/step": self.step, f"val/{m}": result["mean"], f"val/{m}_ci95": result["ci95"]})
         if is_better(m, result["mean"], self.best["value"]):
@@ -263,8 +308,18 @@ class Trainer:
 
     @property
     def standing(self) -> dict:
-        """Where training stands: its ``metric``, ``step``, ``best`` score and validation ``history``."""
-        return {"metric": self.metric, "step": self.step, "best": self.best, "history": self.history}
+        """Where training stands: its ``metric``, ``step``, ``best`` score, validation ``history`` (each with the
+        elapsed seconds of training), ``elapsed_s`` and, at the end, what ``stopped_by`` it (iterations or max_time).
+        """
+        history = [{**v, "elapsed_s": s} for v, s in zip(self.history, self.validated_at_s)]
+        return {
+            "metric": self.metric,
+            "step": self.step,
+            "best": self.best,
+            "history": history,
+            "elapsed_s": self.stopwatch.elapsed(),
+            "stopped_by": self.stopped_by,
+        }
 
     def _state(self) -> dict:
         """What a checkpoint holds to continue training exactly (the writer adds the W&B run's identity)."""
@@ -277,6 +332,8 @@ class Trainer:
             "best": dict(self.best),
             "rng": rng_state(self.sampler),
             "history": list(self.history),
+            "elapsed_s": self.stopwatch.elapsed(),
+            "validated_at_s": list(self.validated_at_s),
         }
 
     def _restore(self, checkpoint: dict) -> None:
@@ -285,6 +342,8 @@ class Trainer:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         restore_rng(checkpoint["rng"], self.sampler)
         self.step, self.best, self.history = checkpoint["step"], dict(checkpoint["best"]), list(checkpoint["history"])
+        self.stopwatch.spent_s = checkpoint.get("elapsed_s", 0.0)  # checkpoints before max_time lack the times
+        self.validated_at_s = checkpoint.get("validated_at_s", [None] * len(self.history))
 
     # ------------------------------------------------------------------ the end
     def _test(self) -> dict | None:
@@ -295,18 +354,19 @@ class Trainer:
         if self.dist.is_main:
             learner.load_state_dict(load_checkpoint(self.info.checkpoints / "best.pt")["learner"])
         self.dist.broadcast_module(learner)  # the other ranks get rank 0's best.pt
-        tasks = self.config.test_tasks
+        tasks, start = self.config.test_tasks, time.perf_counter()
         episodes = self.dataset.episodes("test", *self.shape, num_tasks=tasks, device=self.device)
-        score = self._score(learner, episodes[self.dist.episode_share(tasks)], tasks)
+        score = self._score(learner, episodes[self.dist.episode_share(tasks)], tasks, "test")
         if score is None:
             return None
-        result = {"step": self.best["step"], "tasks": tasks, **score}
+        result = {"step": self.best["step"], "tasks": tasks, **score, "seconds": time.perf_counter() - start}
         log.info(
-            "test (best.pt, step %d, %d tasks): %s %.4f ± %.4f",
+            "test (best.pt, step %d, %d tasks): %s %.4f ± %.4f (%.0f s)",
             result["step"],
             result["tasks"],
             self.metric,
             result["mean"],
             result["ci95"],
+            result["seconds"],
         )
         return result

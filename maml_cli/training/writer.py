@@ -12,12 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import wandb
-
-from maml_cli.config import TrainConfig, WandbMode
+from maml_cli.config import TrainConfig
+from maml_cli.runs.artifacts import log_checkpoint
 from maml_cli.runs.checkpoints import atomic_write, remove_temporaries, save_checkpoint
-from maml_cli.runs.tracking import open_run, run_identity, task_tag
-from maml_cli.training.resume import adopt_best
+from maml_cli.runs.tracking import open_run, run_identity, training_task_tag
+from maml_cli.training.resume import Start, adopt_best
 from maml_cli.training.signals import Interrupted
 
 log = logging.getLogger(__name__)
@@ -33,13 +32,24 @@ SUMMARIES = {
 
 @dataclass
 class RunInfo:
-    """Where and as what a training job runs (filled from Hydra by the CLI)."""
+    """Where and as what a training job runs: filled from Hydra by the CLI, then settled by
+    ``resume.identify`` from how the job starts (a resumed run keeps its name, group, overrides, ...)."""
 
     output_dir: Path
-    name: str = "defaults"  # W&B run name: what varies within the group (Hydra's override_dirname)
-    sweep: str | None = None  # the multirun this job belongs to (its W&B group)
-    overrides: list[str] = field(default_factory=list)  # command-line overrides of the job
+    name: str = "defaults"  # W&B run name: what varies within the group (the overrides less the unnamed keys)
+    sweep: str | None = None  # the W&B group of the multirun this job belongs to
+    overrides: list[str] = field(default_factory=list)  # the command-line overrides (settled: the run's)
     choices: dict[str, str] = field(default_factory=dict)  # config-group choices (e.g. algorithm: maml)
+    unnamed: list[str] = field(default_factory=list)  # keys (and their sub-keys) whose overrides name no run
+    group: str | None = None  # W&B group (settled)
+    lineage: dict | None = None  # the parent of a fork or an init_from run (see ``resume.Start.lineage``)
+    starts: list[dict] = field(default_factory=list)  # what each start of the run was given: overrides, step
+
+    @property
+    def identity(self) -> dict:
+        """What a checkpoint keeps of the run besides its W&B run: name, group, overrides, lineage, starts."""
+        keys = ("name", "group", "overrides", "lineage", "starts")
+        return {key: getattr(self, key) for key in keys}
 
     @property
     def checkpoints(self) -> Path:
@@ -50,8 +60,8 @@ class RunInfo:
 class RunWriter:
     """The run directory and W&B run of a training job; ``with`` closes the W&B run.
 
-    Opening it removes the partial files of writes a killed process left, adopts the ``best.pt`` beside
-    the ``resumed`` checkpoint file, and opens the W&B run (the ``checkpoint``'s, if resumed, continues).
+    Opening it removes the partial files of writes a killed process left, adopts the ``best.pt`` beside the
+    checkpoint that a fork ``start``s from, and opens the W&B run: the checkpoint's, when resumed in place.
     Left by an exception, the run is ``failed`` (exit code 1); stopped by a signal (:class:`Interrupted`),
     it is marked preempting (unless it was Ctrl-C) and finished with exit code 128 + the signal number.
     (Unlike ``with wandb.init()``, this prints no traceback of errors meant for the user.)
@@ -62,34 +72,35 @@ class RunWriter:
         config: TrainConfig,
         values: dict,
         info: RunInfo,
-        resumed: Path | None = None,
-        checkpoint: dict | None = None,
+        start: Start | None = None,
     ):
         self.config, self.values, self.info = config, values, info
+        start = start or Start()
         for tmp in remove_temporaries(info.output_dir):
             log.info("removed %s, a partial file of a process killed while writing it", tmp)
-        if resumed:
-            adopt_best(resumed, info.output_dir)
-        tags = [values["dataset"]["name"], task_tag(config.ways, config.shots)]
+        if start.kind == "fork":
+            adopt_best(start.path, info.output_dir)
+        tags = [values["dataset"]["name"], training_task_tag(config)]
         tags += [info.choices["algorithm"]] if "algorithm" in info.choices else []
         hydra = {"overrides": info.overrides, "choices": info.choices, "output_dir": str(info.output_dir)}
+        resumed = start.kind == "resumed"
         self.run = open_run(
             "train",
             config.logger,
             name=info.name,
-            group=info.sweep or config.name,
+            group=info.group,
             tags=tags,
             output_dir=info.output_dir,
-            config={**values, "hydra": hydra},
-            origin=checkpoint["wandb"] if checkpoint else None,
-            resume=True,
+            config={**values, "hydra": hydra, "lineage": info.lineage, "starts": info.starts},
+            origin=start.state["wandb"] if resumed else None,
+            resume=resumed,
         )
         self.run.define_metric("meta/step")
         for prefix in ("train", "val", "perf"):
             self.run.define_metric(f"{prefix}/*", step_metric="meta/step")
         for metric, summary in SUMMARIES.items():
             self.run.define_metric(metric, step_metric="meta/step", summary=summary)
-        self.identity = run_identity(self.run, config.logger)
+        self.identity = {**run_identity(self.run, config.logger), **info.identity}
 
     def __enter__(self) -> RunWriter:
         return self
@@ -109,13 +120,18 @@ class RunWriter:
         self.run.log(metrics)
 
     def save(self, kind: str, state: Callable[[], dict]) -> None:
-        """``checkpoints/{kind}.pt``: the dict ``state()`` (called here only) with the W&B run's identity."""
-        save_checkpoint(self.info.checkpoints / f"{kind}.pt", {**state(), "wandb": self.identity})
+        """``checkpoints/{kind}.pt``: the dict ``state()`` (called here only) with the W&B run's identity and
+        the job's run name and group choices; logged as a version of the run's model artifact."""
+        path = self.info.checkpoints / f"{kind}.pt"
+        checkpoint = {**state(), "wandb": self.identity, "job": {"name": self.info.name, "choices": self.info.choices}}
+        save_checkpoint(path, checkpoint)
+        log_checkpoint(self.run, path, checkpoint, self.config.logger.checkpoints)
 
     def results(self, standing: dict, status: str = "running", test: dict | None = None) -> None:
         """``results.json``: what ``maml-compare`` reads from a run dir, kept current while training.
 
-        ``standing`` is where training stands: its ``metric``, ``step``, ``best`` and ``history`` (validations).
+        ``standing`` is where training stands: its ``metric``, ``step``, ``best``, ``history`` (validations),
+        ``elapsed_s`` and ``stopped_by``.
         """
         cfg = self.config
         results = {
@@ -131,6 +147,8 @@ class RunWriter:
             "status": status,
             "step": standing["step"],
             "iterations": cfg.iterations,
+            "stopped_by": standing["stopped_by"],  # at the end: iterations or max_time
+            "elapsed_s": standing["elapsed_s"],  # of training and validation, over resumes
             "best": standing["best"],
             "validation": standing["history"],
             "test": test,
@@ -140,23 +158,14 @@ class RunWriter:
         atomic_write(self.info.output_dir / "results.json", json.dumps(results, indent=2).encode())
 
     def finish(self, standing: dict, test: dict | None) -> None:
-        """The end: the W&B summary and model artifact, and ``results.json`` with status ``finished``."""
+        """The end: the W&B summary, and ``results.json`` with status ``finished``."""
         m, best = standing["metric"], standing["best"]
         self.run.summary["best/step"] = best["step"]
+        self.run.summary["stopped_by"], self.run.summary["elapsed_s"] = standing["stopped_by"], standing["elapsed_s"]
         if test:
             self.run.summary[f"test/{m}"], self.run.summary[f"test/{m}_ci95"] = test["mean"], test["ci95"]
-        if self.config.logger.mode is not WandbMode.disabled:
-            self._log_checkpoints({"step": standing["step"], "best": best})
+            self.run.summary["test/seconds"] = test["seconds"]
         self.results(standing, "finished", test)
-
-    def _log_checkpoints(self, metadata: dict) -> None:
-        """The checkpoints as a model artifact, by reference (``file://`` + checksum): nothing is copied."""
-        artifact = wandb.Artifact(f"model-{self.run.id}", type="model", metadata=metadata)
-        for name in ("best.pt", "last.pt"):
-            path = self.info.checkpoints / name
-            if path.is_file():
-                artifact.add_reference(path.resolve().as_uri(), name=name)
-        self.run.log_artifact(artifact, aliases=["latest", f"step-{metadata['step']}"])
 
 
 class Silent(RunWriter):

@@ -32,10 +32,21 @@ def inspect(run_dir: Path) -> dict:
     return json.loads(_leet("--summary", run_dir))
 
 
+def records(run_dir: Path, kind: str) -> list[dict]:
+    """The records of one type (``run``, ``history``, ``artifact``, ...) of an offline run."""
+    lines = (json.loads(line) for line in _leet(run_dir).splitlines() if line.strip())
+    return [line[kind] for line in lines if line.get("type") == kind]
+
+
 def run_record(run_dir: Path) -> dict:
     """The run record of an offline run: ``run_group``, ``job_type``, ..."""
-    lines = (json.loads(line) for line in _leet(run_dir).splitlines() if line.strip())
-    return next(line["run"] for line in lines if line.get("type") == "run")
+    return records(run_dir, "run")[0]
+
+
+def model_versions(run_dir: Path, file: str) -> list[dict]:
+    """The versions of a model artifact that an offline run logged (or used) holding ``file`` (best.pt, last.pt)."""
+    versions = [a for a in records(run_dir, "artifact") if a["type"] == "model"]
+    return [v for v in versions if [c["path"] for c in v["manifest"]["contents"]] == [file]]
 
 
 def _leet(*args) -> str:

@@ -5,9 +5,9 @@ import csv
 import numpy as np
 from PIL import Image
 
-from maml_cli.config import AdaptConfig
+from maml_cli.config import AdaptConfig, LoggerConfig, WandbMode
 from maml_cli.evaluation import adapt_folders
-from tests.evaluation.evaluation_helpers import cli
+from tests.evaluation.evaluation_helpers import cli, inspect, model_versions, run_record, wandb_run
 
 
 def image(path, size, mode="RGB", seed=0):
@@ -41,6 +41,14 @@ def test_predicts_one_row_per_query_image_with_classes_from_the_support_folders(
     assert {row["class"] for row in rows} <= {"alpha", "beta", "gamma"}
     assert all(1 / 3 <= float(row["probability"]) <= 1 for row in rows)
 
+    train_dir, adapt_dir = wandb_run(omniglot_run), wandb_run(tmp_path / "out")  # lined up with the training run
+    logged = inspect(adapt_dir)
+    assert run_record(adapt_dir)["job_type"] == "adapt" and logged["config"]["ways"] == 5
+    assert logged["config"]["adapt"]["classes"] == ["alpha", "beta", "gamma"]
+    assert logged["summary"]["adapt/predictions"]["nrows"] == len(queries)
+    [used] = model_versions(adapt_dir, "best.pt")  # its input: the training run's best.pt
+    assert used["digest"] == model_versions(train_dir, "best.pt")[-1]["digest"]
+
 
 def test_writes_the_csv_where_output_says(omniglot_run, tmp_path):
     for name in ("a", "b"):
@@ -68,7 +76,12 @@ def test_names_a_spreadsheet_would_run_as_formulas_are_escaped(omniglot_run, tmp
     queries = ["=1+1.png", "+a.png", "-b.png", "@c.png", "\tt.png", "\rr.png", "plain.png"]
     for i, name in enumerate(queries):
         image(tmp_path / "query" / name, (28, 28), seed=i)
-    config = AdaptConfig(run=str(omniglot_run), support=str(tmp_path / "support"), query=str(tmp_path / "query"))
+    config = AdaptConfig(
+        run=str(omniglot_run),
+        support=str(tmp_path / "support"),
+        query=str(tmp_path / "query"),
+        logger=LoggerConfig(mode=WandbMode.disabled),
+    )
 
     with adapt_folders(config, tmp_path / "out").open(newline="") as file:
         rows = list(csv.DictReader(file))
