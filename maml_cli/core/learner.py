@@ -408,8 +408,8 @@ class MetaLearner(nn.Module):
         """
         params = tensors.model
         step_weights = map_tensors(Tensor.detach, tensors.step_weights) if first_order else tensors.step_weights
-        start = {n: params[n].detach() for n in self.adapted_names}  # the centre of iMAML's proximal term
         lam = self.inner.lam if self.inner.method is Method.imaml else 0.0
+        start = {n: params[n].detach() for n in self.adapted_names} if lam else {}  # iMAML's proximal centre
         moments: dict[str, tuple[Tensor, Tensor]] = {}  # Adam's
         path, support_losses = [params], []
         for step in range(steps):
