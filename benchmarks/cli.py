@@ -17,7 +17,7 @@ from benchmarks.implementations import DEFAULT_IMPLS, IMPLS, available
 from benchmarks.memory import probe_memory
 from benchmarks.records import evaluation_records, sampling_record, step_records
 from benchmarks.report import cpu_name, log, print_table
-from benchmarks.workloads import ALIASES, ROOT, VARIANTS, WORKLOADS, omniglot, workload_names
+from benchmarks.workloads import MAXPOOL, PRESET_VARIANT, PRESETS, ROOT, VARIANTS, omniglot, workload_names
 from maml_cli.performance import allocator_tuned
 
 
@@ -25,11 +25,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The bench's flags, with the comma lists split and checked."""
     description = benchmarks.__doc__.split("\n\n")[0]
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workloads", default="5w,20w", help="comma list: 5w, 20w (or full names)")
-    p.add_argument("--variants", default="A,B,C", help="comma list of A, B, C")
+    p.add_argument(
+        "--workloads",
+        default="presets,5w",
+        help="comma list: presets (the four Omniglot paper presets), 5w, 20w (max-pool, 15 queries), full names, all",
+    )
+    p.add_argument("--variants", default="A", help="comma list of A, B, C: MAML's variants on the max-pool workloads")
+    p.add_argument("--full", action="store_true", help="every workload and variant, and both Conv4s at evaluation")
     p.add_argument("--impls", default=",".join(DEFAULT_IMPLS), help=f"comma list of {', '.join(IMPLS)}")
     p.add_argument("--lib-workloads", default="5w", help="workloads on which higher/torchopt run ('all' for every one)")
-    p.add_argument("--lib-variants", default="A", help="variants on which higher/torchopt run (comma list)")
+    p.add_argument(
+        "--lib-variants",
+        default="A",
+        help="max-pool variants on which higher/torchopt run (comma list; presets: their own)",
+    )
     p.add_argument("--steps", type=int, default=10, help="timed meta-steps per implementation (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed meta-steps per implementation first")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -53,9 +62,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--memory-workloads", default="5w", help="workloads with --memory-samples memory steps (one elsewhere; 'all')"
     )
     p.add_argument("--no-memory", action="store_true", help="same as --memory none")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile maml_cli and the reference by operator (CPU; tables in profiles/ beside --out)",
+    )
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation throughput")
     p.add_argument("--no-sampling", action="store_true", help="skip the task-sampling timing")
-    p.add_argument("--check", action="store_true", help="first compare maml_cli's meta-gradients with the reference's")
+    p.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the float64 comparison of maml_cli's meta-gradients with the reference's",
+    )
     p.add_argument("--eval-tasks", type=int, default=600)
     p.add_argument("--eval-steps", type=int, default=10)
     p.add_argument(
@@ -66,15 +84,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.no_memory:
         args.memory = "none"
-    args.workloads = [ALIASES.get(w, w) for w in args.workloads.split(",") if w]
-    args.variants = [v.strip().upper() for v in args.variants.split(",") if v]
+    if args.full:
+        args.workloads, args.variants, args.eval_models = "all", ",".join(VARIANTS), "stride,max"
+    args.workloads = workload_names(args.workloads)
+    args.variants = [
+        v.strip() if v.strip() == PRESET_VARIANT else v.strip().upper() for v in args.variants.split(",") if v
+    ]
     args.impls = [i.strip() for i in args.impls.split(",") if i]
-    args.lib_variants = [v.strip().upper() for v in args.lib_variants.split(",") if v]
+    args.lib_variants = [v.strip().upper() for v in args.lib_variants.split(",") if v]  # presets: their own
     args.lib_workloads = workload_names(args.lib_workloads)
     args.memory_workloads = workload_names(args.memory_workloads)
     for name, values, known in (
-        ("workload", args.workloads, WORKLOADS),
-        ("variant", args.variants, VARIANTS),
+        ("workload", args.workloads, [*PRESETS, *MAXPOOL]),
+        ("variant", args.variants, [*VARIANTS, PRESET_VARIANT]),
         ("impl", args.impls, IMPLS),
     ):
         unknown = [x for x in values if x not in known]
@@ -122,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             skipped[impl] = why
             log(f"  skipping {impl}: {why}")
-    records = run_checks(device) if args.check else []
+    records = [] if args.no_check else run_checks(device, args.workloads)
     dataset = None if args.no_sampling and args.no_eval else omniglot()
     for workload in args.workloads:
         steps = step_records(workload, args, impls, device, dataset, threads)

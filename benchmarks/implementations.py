@@ -8,13 +8,23 @@ import torch
 from torch import nn
 
 from benchmarks.reference import LIBRARIES, CanonicalConv4
-from benchmarks.workloads import INNER_LR, OUTER_LR, VARIANTS, WORKLOADS
-from maml_cli.core import InnerLoopConfig, MetaLearner
+from benchmarks.workloads import inner_config, outer_lr, workload
+from maml_cli.core import MetaLearner
 from maml_cli.models import Conv4
 
-IMPLS = ("maml_cli", "reference", "higher", "torchopt", "maml_cli-vmap", "maml_cli-loop", "maml_cli-graph")
+IMPLS = (
+    "maml_cli",
+    "reference",
+    "higher",
+    "torchopt",
+    "maml_cli-vmap",
+    "maml_cli-loop",
+    "maml_cli-threads",
+    "maml_cli-graph",
+)
 DEFAULT_IMPLS = ("maml_cli", "reference", "higher", "torchopt")
 THIRD_PARTY = ("higher", "torchopt")  # they run the reference's kernels: timed on fewer workloads and steps
+ENGINES = ("maml_cli-vmap", "maml_cli-loop", "maml_cli-threads")  # maml_cli with one engine, not engine=auto
 
 
 def available(impl: str, device: torch.device) -> tuple[bool, str]:
@@ -30,25 +40,24 @@ def available(impl: str, device: torch.device) -> tuple[bool, str]:
         return False, f"{type(error).__name__}: {error}".splitlines()[0][:160]
 
 
-def make_learner(canonical: nn.Module, ways: int, variant: str, engine: str = "auto") -> MetaLearner:
-    """maml-cli's learner on the max-pool Conv4, starting from ``canonical``'s weights."""
-    v = VARIANTS[variant]
-    model = Conv4(ways, pooling="max").to(next(canonical.parameters()).dtype)
+def make_learner(canonical: nn.Module, name: str, variant: str, engine: str = "auto") -> MetaLearner:
+    """maml-cli's learner on the workload's Conv4, starting from ``canonical``'s weights."""
+    w = workload(name)
+    model = Conv4(w.ways, hidden=w.hidden, pooling=w.pooling).to(next(canonical.parameters()).dtype)
     model.load_state_dict(dict(zip(model.state_dict(), canonical.state_dict().values())))
-    inner = InnerLoopConfig(steps=v["steps"], lr=INNER_LR, first_order=v["first_order"], engine=engine)
-    return MetaLearner(model, inner=inner)
+    return MetaLearner(model, inner=inner_config(name, variant, engine))
 
 
-def make_step(impl: str, workload: str, variant: str, batch, device: torch.device) -> Callable[[], None]:
+def make_step(impl: str, name: str, variant: str, batch, device: torch.device) -> Callable[[], None]:
     """A callable doing one full meta-training step of ``impl`` (same initial weights for all)."""
-    ways, v = WORKLOADS[workload]["ways"], VARIANTS[variant]
+    w = workload(name)
     torch.manual_seed(0)
-    canonical = CanonicalConv4(ways)
+    canonical = CanonicalConv4(w.ways, hidden=w.hidden, pooling=w.pooling)
     if impl.startswith("maml_cli"):
-        engine = {"maml_cli-vmap": "vmap", "maml_cli-loop": "loop"}.get(impl, "auto")
-        learner = make_learner(canonical, ways, variant, engine).to(device)
+        engine = impl.removeprefix("maml_cli-") if impl in ENGINES else "auto"
+        learner = make_learner(canonical, name, variant, engine).to(device)
         graph = impl == "maml_cli-graph"
-        optimizer = torch.optim.Adam(learner.parameters(), OUTER_LR, capturable=graph)
+        optimizer = torch.optim.Adam(learner.parameters(), outer_lr(name), capturable=graph)
 
         def step():
             optimizer.zero_grad(set_to_none=True)
@@ -57,12 +66,13 @@ def make_step(impl: str, workload: str, variant: str, batch, device: torch.devic
 
         return captured(step, optimizer) if graph else step
     canonical.to(device)
-    optimizer = torch.optim.Adam(canonical.parameters(), OUTER_LR)
+    optimizer = torch.optim.Adam(canonical.parameters(), outer_lr(name))
     meta_backward = LIBRARIES[impl][1]
+    inner = inner_config(name, variant)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        meta_backward(canonical, *batch.tensors(), steps=v["steps"], lr=INNER_LR, first_order=v["first_order"])
+        meta_backward(canonical, *batch.tensors(), steps=inner.steps, lr=inner.lr, first_order=inner.first_order)
         optimizer.step()
 
     return step

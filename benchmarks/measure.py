@@ -11,7 +11,7 @@ import torch
 from benchmarks.implementations import THIRD_PARTY, make_step
 from benchmarks.memory import median_memory, step_memory
 from benchmarks.report import log
-from benchmarks.workloads import WORKLOADS
+from benchmarks.workloads import workload
 from maml_cli.core import InnerLoopConfig, MetaLearner
 from maml_cli.core.tasks import TaskBatch
 from maml_cli.models import Conv4
@@ -24,7 +24,7 @@ def sync(device: torch.device) -> None:
 
 
 def time_steps(
-    workload: str,
+    name: str,
     variant: str,
     impls: list[str],
     batch: TaskBatch,
@@ -46,12 +46,12 @@ def time_steps(
     fns = {}
     for impl in impls:
         try:
-            fns[impl] = make_step(impl, workload, variant, batch, device)
+            fns[impl] = make_step(impl, name, variant, batch, device)
         except Exception as error:  # an experimental path (a CUDA graph, say) that does not work here
             log(f"    {impl} failed to set up, left out: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
     impls = list(fns)
     for impl in impls if first else ():
-        make_step(impl, workload, variant, batch[:2], device)()
+        make_step(impl, name, variant, batch[:2], device)()
     wall = {impl: [] for impl in impls}
     cpu = {impl: [] for impl in impls}
     peak_cuda = {impl: 0.0 for impl in impls}
@@ -107,16 +107,16 @@ def time_steps(
     return out
 
 
-def time_sampling(workload: str, dataset, reps: int = 10) -> dict:
-    """Seconds to sample one meta-batch of ``workload`` from ``dataset`` (median of ``reps``, after 2)."""
-    w = WORKLOADS[workload]
-    sampler = dataset.sampler("train", w["ways"], w["shots"], w["queries"], 1)
+def time_sampling(name: str, dataset, reps: int = 10) -> dict:
+    """Seconds to sample one meta-batch of workload ``name`` from ``dataset`` (median of ``reps``, after 2)."""
+    w = workload(name)
+    sampler = dataset.sampler("train", w.ways, w.shots, w.queries, 1)
     for _ in range(2):
-        sampler.sample(w["tasks"])
+        sampler.sample(w.tasks)
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        sampler.sample(w["tasks"])
+        sampler.sample(w.tasks)
         times.append(time.perf_counter() - t0)
     return dict(median_s=statistics.median(times), min_s=min(times), timed_steps=reps)
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
 from benchmarks.implementations import THIRD_PARTY
 from benchmarks.measure import time_evaluation, time_sampling, time_steps
 from benchmarks.memory import measure_memory
+from benchmarks.profile import PROFILED, profile_impl
 from benchmarks.report import log
-from benchmarks.workloads import task_batch
+from benchmarks.workloads import PRESET_VARIANT, task_batch, variants
 from maml_cli.core.tasks import TaskBatch
 
 
@@ -20,9 +22,10 @@ def step_records(
     """One record per variant and implementation of a meta-training step of ``workload``."""
     batch = task_batch(workload, device, dataset)
     samples = args.memory_samples if workload in args.memory_workloads else 1
+    timed = variants(workload, args.variants)
     records = []
-    for variant in args.variants:
-        with_libs = workload in args.lib_workloads and variant in args.lib_variants
+    for variant in timed:
+        with_libs = workload in args.lib_workloads and (variant in args.lib_variants or variant == PRESET_VARIANT)
         here = [i for i in impls if i not in THIRD_PARTY or with_libs]
         log(f"[{workload} {variant}] timing {', '.join(here)}")
         inprocess = samples if device.type == "cpu" and args.memory == "inprocess" else 0
@@ -36,7 +39,7 @@ def step_records(
             warmup=args.warmup,
             lib_steps=args.lib_steps,
             memory_samples=inprocess,
-            first=variant == args.variants[0],
+            first=variant == timed[0],
         )
         ref = timings.get("reference", {}).get("median_s")
         variant_records = []
@@ -55,6 +58,9 @@ def step_records(
                 rec.update(measure_memory(workload, variant, impl, args, samples))
             elif device.type == "cuda":
                 rec["peak_rss_mb"] = rec.get("peak_mem_mb")
+            if args.profile and device.type == "cpu" and impl in PROFILED:
+                folder = Path(args.out).parent / "profiles"
+                rec["profile"] = profile_impl(impl, workload, variant, batch, device, folder)
             variant_records.append(rec)
         _add_memory_ratios(variant_records)
         records += variant_records
@@ -71,9 +77,10 @@ def _add_memory_ratios(records: list[dict]) -> None:
 
 
 def sampling_record(workload: str, dataset, steps: list[dict], threads: int) -> dict:
-    """Task sampling per meta-batch of ``workload``, and its fraction of maml_cli's step A (among ``steps``)."""
+    """Task sampling per meta-batch of ``workload``, and its fraction of maml_cli's step (the first variant of
+    ``steps``)."""
     s = time_sampling(workload, dataset)
-    ours = next((r["median_s"] for r in steps if r["variant"] == "A" and r["impl"] == "maml_cli"), None)
+    ours = next((r for r in steps if r["impl"] == "maml_cli"), None)
     rec = dict(
         workload=workload,
         variant="sampling",
@@ -81,11 +88,12 @@ def sampling_record(workload: str, dataset, steps: list[dict], threads: int) -> 
         **s,
         device="cpu",
         threads=threads,
-        fraction_of_step_A=s["median_s"] / ours if ours else None,
+        fraction_of_step=s["median_s"] / ours["median_s"] if ours else None,
+        of_variant=ours["variant"] if ours else None,
     )
     log(
         f"[{workload}] task sampling {s['median_s'] * 1e3:.1f} ms per meta-batch"
-        + (f" = {100 * rec['fraction_of_step_A']:.2f}% of maml_cli's step A" if ours else "")
+        + (f" = {100 * rec['fraction_of_step']:.2f}% of maml_cli's step {ours['variant']}" if ours else "")
     )
     return rec
 

@@ -20,35 +20,43 @@ from torch import Tensor, nn
 
 
 class CanonicalConv4(nn.Module):
-    """4 × [conv 3×3 (pad 1) → BatchNorm2d(track_running_stats=False) → ReLU → max-pool 2] → Linear."""
+    """4 × [conv 3×3 (pad 1) → BatchNorm2d(track_running_stats=False) → ReLU → max-pool 2] → flatten → Linear;
+    with ``pooling="stride"``: stride-2 convolutions, no max-pool, the spatial mean → Linear."""
 
-    def __init__(self, ways: int, in_channels: int = 1, hidden: int = 64, image_size: int = 28) -> None:
+    def __init__(
+        self, ways: int, in_channels: int = 1, hidden: int = 64, image_size: int = 28, pooling: str = "max"
+    ) -> None:
         super().__init__()
+        self.pooling = pooling
+        stride = 2 if pooling == "stride" else 1
         layers, channels, size = [], in_channels, image_size
         for _ in range(4):
             layers += [
-                nn.Conv2d(channels, hidden, 3, padding=1),
+                nn.Conv2d(channels, hidden, 3, stride=stride, padding=1),
                 nn.BatchNorm2d(hidden, track_running_stats=False),
                 nn.ReLU(),
-                nn.MaxPool2d(2),
             ]
+            if pooling == "max":
+                layers.append(nn.MaxPool2d(2))
             channels, size = hidden, size // 2
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(hidden * size * size, ways)
+        self.head = nn.Linear(hidden if pooling == "stride" else hidden * size * size, ways)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(torch.flatten(self.features(x), 1))
+        h = self.features(x)
+        return self.head(h.mean((-2, -1)) if self.pooling == "stride" else torch.flatten(h, 1))
 
 
-def functional_conv4(params: Sequence[Tensor], x: Tensor) -> Tensor:
+def functional_conv4(params: Sequence[Tensor], x: Tensor, pooling: str = "max") -> Tensor:
     """``CanonicalConv4`` as a function of its parameter list (order of ``named_parameters``)."""
     h = x
     for block in range(4):
         w, b, gamma, beta = params[4 * block : 4 * block + 4]
-        h = F.conv2d(h, w, b, padding=1)
-        h = F.batch_norm(h, None, None, gamma, beta, training=True)
-        h = F.max_pool2d(F.relu(h), 2)
-    return F.linear(torch.flatten(h, 1), params[16], params[17])
+        h = F.conv2d(h, w, b, stride=2 if pooling == "stride" else 1, padding=1)
+        h = F.relu(F.batch_norm(h, None, None, gamma, beta, training=True))
+        if pooling == "max":
+            h = F.max_pool2d(h, 2)
+    return F.linear(h.mean((-2, -1)) if pooling == "stride" else torch.flatten(h, 1), params[16], params[17])
 
 
 def reference_meta_backward(
@@ -68,10 +76,10 @@ def reference_meta_backward(
     for i in range(tasks):
         fast = params
         for _ in range(steps):
-            loss = F.cross_entropy(functional_conv4(fast, x_s[i]), y_s[i])
+            loss = F.cross_entropy(functional_conv4(fast, x_s[i], model.pooling), y_s[i])
             grads = torch.autograd.grad(loss, fast, create_graph=not first_order)
             fast = [p - lr * (g.detach() if first_order else g) for p, g in zip(fast, grads)]
-        query = F.cross_entropy(functional_conv4(fast, x_q[i]), y_q[i]) / tasks
+        query = F.cross_entropy(functional_conv4(fast, x_q[i], model.pooling), y_q[i]) / tasks
         query.backward()
         total += query.detach()
     return total

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from benchmarks.workloads import VARIANTS
+from benchmarks.workloads import PRESET_VARIANT, VARIANTS
 
 
 def log(message: str) -> None:
@@ -37,15 +37,15 @@ def print_table(records: list[dict], meta: dict) -> None:
         " (on CUDA: max_memory_allocated growth)"
     )
     head = (
-        f"{'workload':26s} {'var':3s} {'impl':14s} {'median s':>9s} {'min s':>7s} {'cpu s':>7s} {'ref/this':>8s}"
+        f"{'workload':26s} {'var':6s} {'impl':16s} {'median s':>9s} {'min s':>7s} {'cpu s':>7s} {'ref/this':>8s}"
         f" {'step MB':>8s} {'/ref':>5s} {'peak MB':>8s} {'/ref':>5s}"
     )
     print(head)
     print("-" * len(head))
     for r in records:
-        if r["variant"] in VARIANTS and "median_s" in r:
+        if (r["variant"] in VARIANTS or r["variant"] == PRESET_VARIANT) and "median_s" in r:
             print(
-                f"{r['workload']:26s} {r['variant']:3s} {r['impl']:14s} {r['median_s']:9.4f} {r['min_s']:7.4f}"
+                f"{r['workload']:26s} {r['variant']:6s} {r['impl']:16s} {r['median_s']:9.4f} {r['min_s']:7.4f}"
                 f" {r['cpu_median_s']:7.2f} {_number(r, 'ratio_reference_over_this', '.2f', 7)}x"
                 f" {_number(r, 'step_growth_mb', '.0f', 8)} {_number(r, 'growth_over_reference', '.2f', 5)}"
                 f" {_number(r, 'peak_rss_mb', '.0f', 8)} {_number(r, 'memory_over_reference', '.2f', 5)}"
@@ -53,13 +53,15 @@ def print_table(records: list[dict], meta: dict) -> None:
             )
     for r in records:
         if r["variant"] == "sampling":
-            frac = f", {100 * r['fraction_of_step_A']:.2f}% of maml_cli step A" if r.get("fraction_of_step_A") else ""
+            frac = (
+                f", {100 * r['fraction_of_step']:.2f}% of maml_cli's step {r['of_variant']}" if r["of_variant"] else ""
+            )
             print(f"task sampling {r['workload']}: {1e3 * r['median_s']:.1f} ms per meta-batch{frac}")
         elif "host_sync" in r:
             print(f"host-device syncs in a training step ({r['device']}): {r['host_sync'] or 'none'}")
         elif "relative_difference" in r:
             print(
-                f"meta-gradient check {r['variant']} ({r['device']}, engine {r['engine']}):"
+                f"meta-gradient check {r['workload']} {r['variant']} ({r['device']}, engine {r['engine']}):"
                 f" relative difference {r['relative_difference']:.1e}"
             )
         elif r["variant"].startswith("eval"):
