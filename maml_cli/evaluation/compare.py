@@ -1,8 +1,9 @@
 """``maml-compare``: training runs side by side, from their run directories alone (``results.json``).
 
 Runs that differ only by their seed are one setting. The table lists the settings that differ beside
-each setting's best validation and test scores (mean ± std over its seeds, and their number n),
-ranked by best validation score; the figure overlays the settings' mean validation curves.
+each setting's best validation and test scores (mean ± std over its seeds, and their number n), and on
+request the wall-clock minutes each took to reach given validation scores, ranked by best validation score;
+the figures overlay the settings' mean validation curves, against meta-steps and against wall-clock minutes.
 """
 
 from __future__ import annotations
@@ -65,7 +66,11 @@ class Setting:
     @property
     def label(self) -> str:
         """The differing settings and the number of runs (``algorithm.lr=0.01, shots=5 (n=3)``), for legends."""
-        return f"{', '.join(f'{key}={value}' for key, value in self.values.items()) or 'all runs'} (n={len(self.runs)})"
+        return self.label_of(list(self.values))
+
+    def label_of(self, keys: list[str]) -> str:
+        """``label`` with the settings of ``keys`` only."""
+        return f"{', '.join(f'{key}={self.values[key]}' for key in keys) or 'all runs'} (n={len(self.runs)})"
 
     def spread(self, split: str) -> tuple[float, float | None, int]:
         """Mean and sample std (None for one run) of the runs' ``split`` scores, and how many runs have one."""
@@ -82,13 +87,25 @@ class Setting:
         return mean if metric == "acc" else -mean
 
     def curve(self) -> list[dict]:
-        """The mean validation curve over the seeds, at the steps all of them reached (``ci95``: the std)."""
-        histories = [{v["step"]: v["mean"] for v in r.results["validation"]} for r in self.runs]
+        """The mean validation curve over the seeds, at the steps all of them reached (``ci95``: the std), with
+        the mean wall-clock ``minutes`` of training and validation at each step when every run recorded it."""
+        histories = [{v["step"]: v for v in r.results["validation"]} for r in self.runs]
         points = []
         for step in sorted(set.intersection(*(set(h) for h in histories))):
-            mean, std, _ = _spread([h[step] for h in histories])
-            points.append({"step": step, "mean": mean, "ci95": std or 0.0})
+            mean, std, _ = _spread([h[step]["mean"] for h in histories])
+            point = {"step": step, "mean": mean, "ci95": std or 0.0}
+            if all(h[step].get("elapsed_s") is not None for h in histories):  # runs before max_time have none
+                point["minutes"] = _spread([h[step]["elapsed_s"] / 60 for h in histories])[0]
+            points.append(point)
         return points
+
+    def minutes_to(self, score: float) -> tuple[float, int]:
+        """Mean wall-clock minutes at the first validation that reached ``score`` (at least, for accuracy; at
+        most, for MSE), over the runs that reached it and recorded its time; and how many did."""
+        better = (lambda v: v >= score) if self.runs[0].results["metric"] == "acc" else (lambda v: v <= score)
+        first = [next((v for v in r.results["validation"] if better(v["mean"])), {}) for r in self.runs]
+        mean, _, count = _spread([v["elapsed_s"] / 60 for v in first if v.get("elapsed_s") is not None])
+        return mean, count
 
 
 def find_runs(paths: list[Path]) -> list[Run]:
@@ -166,28 +183,68 @@ def settings(runs: list[Run]) -> list[Setting]:
     return sorted(groups.values(), key=lambda s: s.score(metric), reverse=True)
 
 
-def compare(paths: list[Path], output: Path) -> str:
-    """Write ``comparison.csv`` (the table: a row per setting), ``runs.csv`` (a row per run, with each run's
-    95% CIs and best step) and ``validation_curves.png`` to ``output``; the table as text."""
+def compare(
+    paths: list[Path], output: Path, reach: tuple[float, ...] = (), shown: tuple[str, ...] | None = None
+) -> str:
+    """Write ``comparison.csv`` (the table: a row per setting, with the minutes to each ``reach`` score),
+    ``runs.csv`` (a row per run, with each run's 95% CIs and best step), ``validation_curves.png`` and, when the
+    runs recorded their times, ``validation_minutes.png`` to ``output``; the table as text. ``shown``: the
+    differing settings that label the text table's rows and the figures' curves (default: all; the CSVs
+    always have all)."""
     ranked = settings(find_runs(paths))
     keys, metric = list(ranked[0].values), ranked[0].runs[0].results["metric"]
+    labels = keys if shown is None else list(shown)
+    if not set(labels) <= set(keys):
+        unknown = ", ".join(k for k in labels if k not in keys)
+        raise MamlError(f"{unknown}: not among the settings that differ between these runs: {', '.join(keys)}")
+    if len({s.label_of(labels) for s in ranked}) < len(ranked):
+        raise MamlError(
+            f"showing only {', '.join(labels)}, two settings look the same; add one of: "
+            + ", ".join(k for k in keys if k not in labels)
+        )
     output.mkdir(parents=True, exist_ok=True)
     _write_csv(
         output / "comparison.csv",
-        [*keys, "n", f"val_{metric}", f"val_{metric}_std", f"test_{metric}", f"test_{metric}_std", "runs"],
-        [[*s.values.values(), len(s.runs), *_summary(s, "val"), *_summary(s, "test"), _names(s)] for s in ranked],
+        [
+            *keys,
+            "n",
+            f"val_{metric}",
+            f"val_{metric}_std",
+            f"test_{metric}",
+            f"test_{metric}_std",
+            *(f"minutes_to_{score:g}" for score in reach),
+            "runs",
+        ],
+        [
+            [
+                *s.values.values(),
+                len(s.runs),
+                *_summary(s, "val"),
+                *_summary(s, "test"),
+                *(_reached(s, score) for score in reach),
+                _names(s),
+            ]
+            for s in ranked
+        ],
     )
     _write_csv(
         output / "runs.csv",
         ["run", *keys, SEED, f"val_{metric}", "val_ci95", "best_step", f"test_{metric}", "test_ci95"],
         [[r.name, *s.values.values(), _text(r.config.get(SEED)), *_scores(r)] for s in ranked for r in s.runs],
     )
-    curves = {s.label: s.curve() for s in ranked}
+    curves = {s.label_of(labels): s.curve() for s in ranked}
     ylabel = f"validation {metric} (mean ± std over seeds)"
     plot_curves({k: v for k, v in curves.items() if v}, "meta-step", ylabel, output / "validation_curves.png")
+    timed = {k: v for k, v in curves.items() if v and all("minutes" in p for p in v)}
+    (output / "validation_minutes.png").unlink(missing_ok=True)  # not an earlier comparison's
+    if timed:
+        xlabel = "wall-clock minutes of training and validation"
+        plot_curves(timed, xlabel, ylabel, output / "validation_minutes.png", x="minutes")
     better = "higher" if metric == "acc" else "lower"
     title = f"ranked by best validation {metric} ({better} is better); mean ± std over the n seeds of each setting"
-    return title + "\n" + _table(keys, metric, ranked)
+    if reach:
+        title += "; minutes: wall-clock time to the first validation that reached the score (mean over seeds)"
+    return title + "\n" + _table(labels, metric, ranked, reach)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -201,6 +258,12 @@ def _summary(setting: Setting, split: str) -> list:
     return [mean if count else "", "" if std is None else std]
 
 
+def _reached(setting: Setting, score: float) -> float | str:
+    """The setting's mean minutes to ``score`` for the CSV (empty when no run reached it)."""
+    minutes, count = setting.minutes_to(score)
+    return minutes if count else ""
+
+
 def _names(setting: Setting) -> str:
     return ";".join(r.name for r in setting.runs)
 
@@ -211,16 +274,32 @@ def _scores(run: Run) -> list:
     return [val.get("mean", ""), val.get("ci95", ""), val.get("step", ""), test.get("mean", ""), test.get("ci95", "")]
 
 
-def _table(keys: list[str], metric: str, ranked: list[Setting]) -> str:
-    """Aligned text: the settings, n, and each score as ``mean ± std`` (``(k of n)`` when only k runs have it)."""
+def _table(keys: list[str], metric: str, ranked: list[Setting], reach: tuple[float, ...] = ()) -> str:
+    """Aligned text: the settings, n, each score as ``mean ± std`` and the minutes to each ``reach`` score
+    (``(k of n)`` when only k runs have it)."""
+
+    def of(setting: Setting, text: str, count: int) -> str:
+        return text if count in (0, len(setting.runs)) else f"{text} ({count} of {len(setting.runs)})"
 
     def cell(setting: Setting, split: str) -> str:
         mean, std, count = setting.spread(split)
-        text = "-" if not count else f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
-        return text if count in (0, len(setting.runs)) else f"{text} ({count} of {len(setting.runs)})"
+        return of(setting, "-" if not count else f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}", count)
 
-    lines = [[*keys, "n", f"val {metric}", f"test {metric}"]]
-    lines += [[*s.values.values(), str(len(s.runs)), cell(s, "val"), cell(s, "test")] for s in ranked]
+    def minutes(setting: Setting, score: float) -> str:
+        mean, count = setting.minutes_to(score)
+        return of(setting, f"{mean:.1f}" if count else "-", count)
+
+    lines = [[*keys, "n", f"val {metric}", f"test {metric}", *(f"min to {score:g}" for score in reach)]]
+    lines += [
+        [
+            *(s.values[k] for k in keys),
+            str(len(s.runs)),
+            cell(s, "val"),
+            cell(s, "test"),
+            *(minutes(s, r) for r in reach),
+        ]
+        for s in ranked
+    ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
 

@@ -10,15 +10,15 @@ from matplotlib.figure import Figure
 from maml_cli.core import MetaLearner, TaskBatch
 
 
-def plot_curves(curves: dict[str, list[dict]], xlabel: str, ylabel: str, path: Path) -> None:
-    """One line per named curve, points ``{"step", "mean", "ci95"}``, with its mean ± 95% CI band."""
+def plot_curves(curves: dict[str, list[dict]], xlabel: str, ylabel: str, path: Path, x: str = "step") -> None:
+    """One line per named curve, points ``{x, "mean", "ci95"}``, with its mean ± 95% CI band."""
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.subplots()
     for label, points in curves.items():
-        x = [p["step"] for p in points]
+        xs = [p[x] for p in points]
         mean, ci95 = torch.tensor([[p["mean"], p["ci95"]] for p in points]).T
-        ax.plot(x, mean, marker="o", markersize=3, label=label)
-        ax.fill_between(x, mean - ci95, mean + ci95, alpha=0.2)
+        ax.plot(xs, mean, marker="o", markersize=3, label=label)
+        ax.fill_between(xs, mean - ci95, mean + ci95, alpha=0.2)
     ax.set(xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")

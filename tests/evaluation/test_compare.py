@@ -71,10 +71,42 @@ def test_curves_are_the_mean_over_seeds_labelled_by_the_settings_that_differ(swe
         assert [(point["step"], point["mean"]) for point in setting.curve()] == list(zip([2, 4], means))
 
 
+def test_minutes_to_a_score_are_the_wall_clock_of_the_first_validation_that_reached_it(sweep, tmp_path):
+    # MSE: reaching 1000 is any validation's (the first), reaching 0 none's
+    done = cli("compare", str(sweep), "--output", str(tmp_path), "--reach", "1000,0", cwd=tmp_path)
+
+    header = done.stdout.splitlines()[1]
+    assert header.split()[-6:] == ["min", "to", "1000", "min", "to", "0"]
+    for setting in rows(tmp_path / "comparison.csv"):
+        results = [json.loads((sweep / run / "results.json").read_text()) for run in setting["runs"].split(";")]
+        first = [r["validation"][0] for r in results]
+        assert float(setting["minutes_to_1000"]) == (first[0]["elapsed_s"] / 60 + first[1]["elapsed_s"] / 60) / 2
+        assert setting["minutes_to_0"] == ""  # never reached: empty in the CSV, "-" in the table
+    assert all(line.rstrip().endswith(" -") for line in done.stdout.split("\n\n")[0].splitlines()[2:])
+    assert (tmp_path / "validation_minutes.png").stat().st_size > 0 and "validation_minutes.png" in done.stdout
+
+
+def test_a_score_that_is_not_a_number_is_refused_with_an_example(sweep, tmp_path):
+    done = cli("compare", str(sweep), "--reach", "95%", cwd=tmp_path, check=False)
+    assert done.returncode == 2 and "'95%' is not a comma list of numbers, e.g. 0.9,0.95,0.97" in done.stderr
+
+
 def test_run_directories_can_be_named_one_by_one(sweep, sinusoid_run, tmp_path):
     table = compare([sweep / "0", sinusoid_run], tmp_path)
     header = table.splitlines()[1]
     assert "name" in header and "shots" in header  # tiny-sinusoid at 10 shots versus default at 5
+
+
+def test_the_table_shows_the_chosen_settings_and_the_csv_all_that_differ(sweep, sinusoid_run, tmp_path):
+    table = compare([sweep / "0", sinusoid_run], tmp_path, shown=("shots",))
+
+    assert table.splitlines()[1].split()[:2] == ["shots", "n"]
+    assert {"name", "shots"} <= set(rows(tmp_path / "comparison.csv")[0])
+    with pytest.raises(MamlError, match=r"^ways: not among the settings that differ between these runs: .*shots"):
+        compare([sweep / "0", sinusoid_run], tmp_path, shown=("ways",))
+    # runs 0 and 2 of the sweep differ by their shots alone: their names (none) do not tell them apart
+    with pytest.raises(MamlError, match=r"^showing only name, two settings look the same; add one of: .*shots"):
+        compare([sweep / "0", sweep / "2", sinusoid_run], tmp_path, shown=("name",))
 
 
 def test_a_directory_without_runs_is_an_error(tmp_path):
