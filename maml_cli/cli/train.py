@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from maml_cli.cli.app import hydra_command
 from maml_cli.cli.schema import TrainConfig, validate
@@ -52,11 +53,23 @@ def run_info(config: TrainConfig) -> RunInfo:
 
 def sweep_group(hydra, choices: dict[str, str], config: TrainConfig) -> str:
     """The W&B group of a multirun's jobs: the name of the sweep directory given as ``hydra.sweep.dir``, else
-    the sweep preset's or experiment's name (else ``multirun``) and the default directory's (its time)."""
+    the sweep preset's or experiment's name (else ``multirun``) and the default directory's (its time). A
+    sweep over experiments (or names) is one group too: ``multirun``, not each job's own name."""
     directory = Path(hydra.sweep.dir).name
     if any(override.split("=", 1)[0] == "hydra.sweep.dir" for override in hydra.overrides.hydra):
         return directory
-    return f"{choices.get('sweep') or config.name or 'multirun'}-{directory}"
+    name = None if sweeps(Path(hydra.runtime.cwd, hydra.sweep.dir), ("experiment", "name")) else config.name
+    return f"{choices.get('sweep') or name or 'multirun'}-{directory}"
+
+
+def sweeps(sweep_dir: Path, keys: tuple[str, ...]) -> bool:
+    """Whether the multirun's command line sweeps one of ``keys``, by its ``multirun.yaml`` (which Hydra's basic
+    sweeper writes before the jobs start; without it, False)."""
+    saved = sweep_dir / "multirun.yaml"
+    if not saved.is_file():
+        return False
+    overrides = OverridesParser.create().parse_overrides(list(OmegaConf.load(saved).hydra.overrides.task))
+    return any(o.key_or_group in keys and o.is_sweep_override() for o in overrides)
 
 
 def _shared_output_dir(dist: Distributed, info: RunInfo) -> RunInfo:
