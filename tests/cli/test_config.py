@@ -85,6 +85,23 @@ def test_bad_input_exits_with_a_clear_message_and_no_traceback(tmp_path, overrid
     assert "Traceback" not in output
 
 
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_paper_preset_composes_into_a_valid_config_named_after_it(name):
+    assert composed("train", f"experiment={name}").name == name
+
+
+def test_the_algorithms_sweep_runs_each_algorithm_with_its_own_omniglot_5w1s_preset_for_30_minutes():
+    sweep = yaml.safe_load((CONF / "sweep" / "algorithms.yaml").read_text())
+    presets = sweep["hydra"]["sweeper"]["params"]["experiment"].split(",")
+    configs = [composed("train", f"experiment={name}", "sweep=algorithms") for name in presets]
+    methods = [(c.algorithm.method.value, c.algorithm.first_order) for c in configs]
+    assert methods == [("maml", False), ("maml", True), ("reptile", False), ("imaml", False)]
+    assert all((c.dataset.name, c.ways, c.shots, c.max_time) == ("omniglot", 5, 1, "30m") for c in configs)
+
+
 @pytest.mark.parametrize(
     "override, options",
     [
