@@ -10,9 +10,8 @@ from functools import cache
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_module
 
-from maml_cli.cli.schema import TrainConfig, validate
+from maml_cli.cli.schema import TrainConfig, composed
 from maml_cli.core import InnerLoopConfig, OptimizerConfig
 from maml_cli.core.tasks import TaskBatch
 from maml_cli.data import OmniglotConfig, build_dataset
@@ -58,8 +57,7 @@ def workload_names(names: str) -> list[str]:
 @cache
 def preset_config(name: str) -> TrainConfig:
     """The config that ``maml-train experiment=<name>`` runs."""
-    with initialize_config_module(config_module="maml_cli.conf", version_base="1.3"):
-        return validate(compose(config_name="train", overrides=[f"experiment={name}"]), TrainConfig)
+    return composed("train", [f"experiment={name}"])
 
 
 def workload(name: str) -> Workload:

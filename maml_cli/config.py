@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import II, MISSING
 
-from maml_cli.core.config import BatchNormPolicy, InnerLoopConfig, OptimizerConfig, check_range
+from maml_cli.core.config import BatchNormPolicy, InnerLoopConfig, OptimizerConfig, ScheduleSpan, check_range
 from maml_cli.errors import MamlError
 
 TASK_SHAPE = ("ways", "shots", "queries")
@@ -109,6 +109,11 @@ class TrainConfig:
         check_range("dist_timeout_s", self.dist_timeout_s, minimum=1.0)
         if self.max_time is not None:
             duration_s("max_time", self.max_time)
+        elif self.optimizer.span is ScheduleSpan.max_time:
+            raise MamlError(
+                "optimizer.span=max_time anneals the meta-lr over the max_time budget, and max_time is not set: "
+                "set max_time (e.g. max_time=30m) or optimizer.span=iterations"
+            )
 
 
 def check_task_shape(cfg) -> None:

@@ -3,16 +3,17 @@
 The commands' and the datasets' schemas live in the group ``schema`` (out of the selectable groups),
 under the YAML files that choose them; each model's dataclass is itself the option ``model=NAME``.
 ``validate`` rejects keys that no schema defines, then builds the dataclasses, which runs every range
-and cross-field check.
+and cross-field check; ``composed`` does both for a command's overrides, in-process (no Hydra app).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+from hydra import compose, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,6 +21,14 @@ from maml_cli.config import AdaptConfig, EvalConfig, TrainConfig, with_task_shap
 from maml_cli.data import DATASETS
 from maml_cli.errors import MamlError
 from maml_cli.models import MODELS
+
+SCHEMAS = {"train": TrainConfig, "eval": EvalConfig, "adapt": AdaptConfig}
+
+
+def composed(command: str, overrides: Iterable[str] = ()) -> Any:
+    """The validated config that ``maml-<command> *overrides`` would run (``command``: train, eval or adapt)."""
+    with initialize_config_module(config_module="maml_cli.conf", version_base="1.3"):
+        return validate(compose(config_name=command, overrides=list(overrides)), SCHEMAS[command])
 
 
 def validate(cfg: DictConfig, schema: type) -> Any:

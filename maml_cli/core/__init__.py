@@ -9,6 +9,7 @@ from maml_cli.core.config import (
     LrGranularity,
     Method,
     OptimizerConfig,
+    ScheduleSpan,
 )
 from maml_cli.core.inner_lr import InnerLearningRates
 from maml_cli.core.learner import AdaptationCurve, MetaLearner, StepStats
@@ -27,6 +28,7 @@ __all__ = [
     "MetaLearner",
     "Method",
     "OptimizerConfig",
+    "ScheduleSpan",
     "StepStats",
     "TaskBatch",
     "build_optimizer",

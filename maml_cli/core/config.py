@@ -178,6 +178,13 @@ class Schedule(str, Enum):
     linear = "linear"  # from lr to min_lr in equal steps (Reptile's annealed meta step size)
 
 
+class ScheduleSpan(str, Enum):
+    """What the schedule's progress counts."""
+
+    iterations = "iterations"  # meta-steps out of ``iterations``: reproducible step for step
+    max_time = "max_time"  # also the wall-clock budget: the schedule ends at the budget if that comes first
+
+
 @dataclass
 class OptimizerConfig:
     """The outer (meta) optimiser: any of ``torch.optim``'s common ones, a schedule and clipping."""
@@ -188,11 +195,13 @@ class OptimizerConfig:
     momentum: float = 0.0  # sgd / rmsprop only
     schedule: Schedule = Schedule.constant
     min_lr: float = 1e-5  # end of the cosine and linear schedules
+    span: ScheduleSpan = ScheduleSpan.iterations  # max_time: progress = max(step / iterations, time / max_time)
     clip_grad_norm: float | None = None  # meta-gradient norm clipping
 
     def __post_init__(self) -> None:
         self.name = _enum(OptimizerName, self.name, "optimizer.name")
         self.schedule = _enum(Schedule, self.schedule, "optimizer.schedule")
+        self.span = _enum(ScheduleSpan, self.span, "optimizer.span")
         check_range("optimizer.lr", self.lr, minimum=0.0, exclusive=True)
         check_range("optimizer.min_lr", self.min_lr, minimum=0.0)
         check_range("optimizer.weight_decay", self.weight_decay, minimum=0.0)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -35,7 +36,10 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimizerConfig) -> tor
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, iterations: int
+    optimizer: torch.optim.Optimizer,
+    cfg: OptimizerConfig,
+    iterations: int,
+    budget_spent: Callable[[], float] | None = None,
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """Constant meta-lr, or cosine or linear annealing from ``lr`` to ``min_lr`` over ``iterations`` steps.
 
@@ -43,16 +47,26 @@ def build_scheduler(
         optimizer: The meta-optimiser.
         cfg: Its settings (``schedule``, ``min_lr``).
         iterations: The number of meta-training steps.
+        budget_spent: The share of a wall-clock budget spent so far (0 to 1), read at every step: the
+            schedule's progress is then the larger of the steps' share and the budget's, so that it ends
+            at whichever comes first (``span=max_time``; the caller owns the clock).
 
     Returns:
         The schedule, to step once per meta-training step.
     """
-    if cfg.schedule is Schedule.cosine:
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(iterations, 1), eta_min=cfg.min_lr)
-    if cfg.schedule is Schedule.linear:
-        span, end = max(iterations, 1), cfg.min_lr / cfg.lr
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - (1.0 - end) * min(step, span) / span)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    span, end = max(iterations, 1), cfg.min_lr / cfg.lr
+
+    def progress(step: int) -> float:
+        done = min(step / span, 1.0)
+        return max(done, min(budget_spent(), 1.0)) if budget_spent is not None else done
+
+    shapes: dict[Schedule, Callable[[float], float]] = {
+        Schedule.constant: lambda _: 1.0,
+        Schedule.cosine: lambda p: end + (1.0 - end) * (1.0 + math.cos(math.pi * p)) / 2.0,
+        Schedule.linear: lambda p: 1.0 - (1.0 - end) * p,
+    }
+    shape = shapes[cfg.schedule]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: shape(progress(step)))
 
 
 def clip_meta_gradient(params: Iterable[nn.Parameter], cfg: OptimizerConfig) -> torch.Tensor | None:

@@ -42,6 +42,12 @@ class Stopwatch:
         """Seconds left of the budget (inf without one)."""
         return math.inf if self.limit_s is None else max(self.limit_s - self.elapsed(), 0.0)
 
+    def spent_share(self) -> float:
+        """The share of the budget spent (0 without one)."""
+        if self.limit_s is None:
+            return 0.0
+        return min(self.elapsed() / self.limit_s, 1.0) if self.limit_s > 0 else 1.0
+
     def exhausted(self) -> bool:
         return self.left() == 0.0
 

@@ -6,17 +6,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_module
 from hydra.errors import MissingConfigException
 
-from maml_cli.cli.schema import validate
-from maml_cli.config import AdaptConfig, EvalConfig, TrainConfig
+from maml_cli.cli import schema
 from maml_cli.data import DATASETS
 from maml_cli.errors import MamlError
 from maml_cli.models import MODELS
 
 BIN = Path(sys.executable).parent
-SCHEMAS = {"train": TrainConfig, "eval": EvalConfig, "adapt": AdaptConfig}
 
 
 def maml_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -25,8 +22,7 @@ def maml_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def composed(command: str, *overrides: str):
     """The config that ``maml-<command> *overrides`` would run, validated in-process."""
-    with initialize_config_module(config_module="maml_cli.conf", version_base="1.3"):
-        return validate(compose(config_name=command, overrides=list(overrides)), SCHEMAS[command])
+    return schema.composed(command, overrides)
 
 
 def test_shorthand_keys_reach_every_consumer(tmp_path):
@@ -100,6 +96,20 @@ def test_the_algorithms_sweep_runs_each_algorithm_with_its_own_omniglot_5w1s_pre
     methods = [(c.algorithm.method.value, c.algorithm.first_order) for c in configs]
     assert methods == [("maml", False), ("maml", True), ("reptile", False), ("imaml", False)]
     assert all((c.dataset.name, c.ways, c.shots, c.max_time) == ("omniglot", 5, 1, "30m") for c in configs)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "experiment").glob("*_cpu.yaml")))
+def test_each_cpu_recipe_anneals_its_meta_lr_over_its_budget_30_minutes_at_5_way_60_at_20(name):
+    recipe = composed("train", f"experiment={name}")
+    assert (recipe.max_time, recipe.optimizer.span.value) == ("30m" if recipe.ways == 5 else "60m", "max_time")
+    assert recipe.optimizer.schedule.value != "constant" and recipe.iterations >= 100_000  # the budget ends it
+
+
+def test_the_cpu_recipe_search_anneals_over_each_trial_budget_and_skips_the_test():
+    trial = composed("train", "sweep=cpu_recipe", "experiment=omniglot_5w1s", "max_time=5m")
+    assert (trial.optimizer.schedule.value, trial.optimizer.span.value, trial.test_tasks) == ("cosine", "max_time", 0)
+    with pytest.raises(MamlError, match="optimizer.span=max_time anneals .* set max_time"):
+        composed("train", "sweep=cpu_recipe", "experiment=omniglot_5w1s")  # a trial needs its budget
 
 
 @pytest.mark.parametrize(

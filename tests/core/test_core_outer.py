@@ -69,6 +69,26 @@ def test_cosine_schedule_anneals_from_lr_to_min_lr_over_the_iterations():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
+def test_a_time_budget_ends_the_schedule_when_it_comes_before_the_iterations():
+    net = _params()
+    cfg = OptimizerConfig(lr=1e-2, min_lr=0.0, schedule="linear", span="max_time")
+    optimizer = build_optimizer(net.parameters(), cfg)
+    spent = [0.0]  # the share of the budget spent, as the caller's clock says
+    scheduler = build_scheduler(optimizer, cfg, iterations=100, budget_spent=lambda: spent[0])
+    lrs = []
+    for share in (0.005, 0.5, 0.75, 1.0):  # step 1 of 100 with 0.5% of the budget spent, step 2 with half ...
+        spent[0] = share
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([1e-2 * (1 - 0.01), 1e-2 * 0.5, 1e-2 * 0.25, 0.0])  # the larger of the two shares
+
+
+def test_a_schedule_span_other_than_iterations_or_max_time_is_rejected():
+    with pytest.raises(MamlError, match="optimizer.span='hours' is not valid; choose one of: iterations, max_time"):
+        OptimizerConfig(span="hours")
+
+
 def test_constant_schedule_keeps_the_meta_learning_rate():
     net = _params()
     cfg = OptimizerConfig(lr=3e-3)

@@ -5,6 +5,7 @@ step at which a budget runs out is known exactly, whatever the machine's speed.
 """
 
 import json
+import math
 
 import pytest
 
@@ -102,6 +103,21 @@ def test_a_run_that_reaches_its_iterations_first_says_so(tmp_path, clock):
     results = run(tmp_path, "max_time=1h", "logger=none", "iterations=3", "val_every=2")
     assert (results["stopped_by"], results["step"], results["elapsed_s"]) == ("iterations", 3, 30.0)
     assert [(v["step"], v["elapsed_s"]) for v in results["validation"]] == [(2, 20.0), (3, 30.0)]
+
+
+def test_a_schedule_over_max_time_anneals_with_the_budget_not_the_iterations(tmp_path, clock):
+    cosine = ["optimizer.schedule=cosine", "optimizer.lr=0.01", "optimizer.min_lr=0", "logger=none"]
+    run(tmp_path, "max_time=100s", "optimizer.span=max_time", *cosine)  # 100 iterations, a budget of 10 steps
+
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    lr = last["optimizer"]["param_groups"][0]["lr"]
+    assert last["step"] == 10  # the fake clock reads 90 s when step 10 moves the schedule: 90% of the budget
+    assert lr == pytest.approx(0.01 * (1 + math.cos(0.9 * math.pi)) / 2)
+
+
+def test_a_schedule_over_max_time_needs_a_max_time():
+    with pytest.raises(MamlError, match="optimizer.span=max_time anneals .* set max_time"):
+        config("optimizer.span=max_time")
 
 
 def test_a_budget_of_zero_scores_and_keeps_the_initialisation(tmp_path):

@@ -8,9 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
-
-from maml_cli.cli.schema import TrainConfig, validate
+from maml_cli.cli.schema import TrainConfig, composed
 
 BIN = Path(sys.executable).parent
 # seconds, not minutes: a small meta-batch, few fixed episodes, short adaptation at evaluation
@@ -20,8 +18,7 @@ TINY_CONV = ["model.hidden=8", "queries=2", "algorithm.eval_chunk=8"]
 
 def config(*overrides: str) -> TrainConfig:
     """The validated config that ``maml-train *overrides`` would run."""
-    with initialize_config_module(config_module="maml_cli.conf", version_base="1.3"):
-        return validate(compose(config_name="train", overrides=list(overrides)), TrainConfig)
+    return composed("train", overrides)
 
 
 # tiny models run fastest on one thread, and 2-core test machines are often shared
