@@ -90,10 +90,6 @@ class Trainer:
             dist.barrier()
         self.learner = build_learner(config, self.dataset).to(self.device)
         self.optimizer = build_optimizer(self.learner.parameters(), config.optimizer)
-        self.stopwatch = Stopwatch(None if config.max_time is None else duration_s("max_time", config.max_time))
-        by_time = config.optimizer.span is ScheduleSpan.max_time
-        budget = self.stopwatch.spent_share if by_time else None
-        self.scheduler = build_scheduler(self.optimizer, config.optimizer, config.iterations, budget)
         self.shape = (config.ways, config.shots, config.queries)
         self.sampler = train_sampler(config, self.dataset, self.device)
         self.val_episodes = self.dataset.episodes("val", *self.shape, num_tasks=config.val_tasks, device=self.device)
@@ -101,6 +97,10 @@ class Trainer:
         self.metric = metric_name(self.learner)
         self.step, self.history = 0, []
         self.validated_at_s: list[float | None] = []  # training's elapsed seconds at each validation in ``history``
+        self.stopwatch = Stopwatch(None if config.max_time is None else duration_s("max_time", config.max_time))
+        by_time = config.optimizer.span is ScheduleSpan.max_time  # the schedule reads the budget's clock
+        budget = self.stopwatch.spent_share if by_time else None
+        self.scheduler = build_scheduler(self.optimizer, config.optimizer, config.iterations, budget)
         self.stopped_by: str | None = None  # max_time, once the budget is spent
         self.best = {"metric": f"val/{self.metric}", "value": None, "step": None}
         self.sums: dict[str, torch.Tensor] = {}  # training statistics since the last log line, on the device
