@@ -44,10 +44,10 @@ class BatchNormWeights(str, Enum):
 class Engine(str, Enum):
     """How the tasks of a meta-batch run (see ``maml_cli.core.engines``)."""
 
-    auto = "auto"  # threads on CPU (loop for large tasks and models with dropout), vmap on accelerators
+    auto = "auto"  # on CPU vmap for tiny tasks, threads for small, loop for large and with dropout; vmap elsewhere
     loop = "loop"  # one task at a time, gradients accumulated (flat memory)
     threads = "threads"  # one task at a time per CPU thread, each with one intra-op thread
-    vmap = "vmap"  # all tasks of a meta-batch at once with torch.func.vmap
+    vmap = "vmap"  # the tasks of a meta-batch at once with torch.func.vmap (on CPU, in chunks)
 
 
 class Method(str, Enum):

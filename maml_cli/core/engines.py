@@ -23,10 +23,12 @@ from torch import Tensor, nn
 from torch.func import grad, vmap
 
 from maml_cli.core.config import Engine
-from maml_cli.core.nest import Nest, index, leaves, map_tensors, stack
+from maml_cli.core.nest import Nest, concat, index, leaves, map_tensors, stack
 from maml_cli.core.tasks import TaskBatch
 
-THREADED_TASK_VALUES = 2**17  # engine=auto on CPU threads tasks whose inputs hold at most this many values
+VECTORISED_TASK_VALUES = 2**14  # engine=auto on CPU vectorises tasks whose inputs hold at most this many values
+THREADED_TASK_VALUES = 2**18  # ... and threads those that hold at most this many
+VECTORISED_CHUNK_VALUES = 2**17  # on CPU, vmap meta-trains at most this many input values' tasks at once (memory)
 DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 Owner = TypeVar("Owner", bound=nn.Module)
@@ -52,7 +54,8 @@ def draws_random_numbers(model: nn.Module) -> bool:
 def choose_engine(requested: Engine, batch: TaskBatch, random_model: bool) -> Engine:
     """The engine that runs the tasks of ``batch``: ``requested``, unless it is ``auto``.
 
-    ``auto`` picks ``vmap`` on accelerators; on CPU, ``threads`` for small tasks, but ``loop`` for large
+    ``auto`` picks ``vmap`` on accelerators; on CPU, ``vmap`` for tiny tasks (a few images: one batched
+    kernel beats many tiny ones, as on accelerators), ``threads`` for small ones, but ``loop`` for large
     ones (they keep the cores busy by themselves, and side by side they would double the memory) and for
     models with dropout (threads draw from one random generator in no fixed order; a loop keeps seeded
     runs reproducible).
@@ -69,8 +72,10 @@ def choose_engine(requested: Engine, batch: TaskBatch, random_model: bool) -> En
         return requested
     if batch.x_support.device.type != "cpu":
         return Engine.vmap
-    small = batch.x_support[0].numel() + batch.x_query[0].numel() <= THREADED_TASK_VALUES
-    return Engine.threads if small and not random_model else Engine.loop
+    values = batch.x_support[0].numel() + batch.x_query[0].numel()
+    if random_model or values > THREADED_TASK_VALUES:
+        return Engine.loop
+    return Engine.vmap if values <= VECTORISED_TASK_VALUES else Engine.threads
 
 
 def map_tasks(engine: Engine, owner: Owner, fn: Callable[..., Nest], *tasks: Nest) -> Nest:
@@ -113,15 +118,24 @@ def meta_gradients(
         The gradients in the order of ``leaves(meta)`` (task by task, ``None`` for a tensor that no task used,
         as ``.backward`` leaves its ``.grad`` unset; ``vmap`` gives zeros), and the tasks' logs, stacked.
     """
+    count = _count(tasks)
     if engine is Engine.vmap:
         # torch.func.grad differentiates its own inputs: given the parameters themselves, it would also
         # record an outer autograd graph, and the gradients would hold it (and leak through it).
         detached = map_tensors(Tensor.detach, meta)
         loss_grad = grad(partial(task_loss, owner), has_aux=True)
-        grads, aux = vmap(loss_grad, in_dims=(None, *(0,) * len(tasks)), randomness="different")(detached, *tasks)
-        return [g.mean(0) for g in leaves(grads)], aux
+        batched = vmap(loss_grad, in_dims=(None, *(0,) * len(tasks)), randomness="different")
+        sums: list[Tensor] = []
+        logs = []
+        for chunk in _vectorised_chunks(tasks, count):
+            grads, aux = batched(detached, *map_tensors(partial(_rows, chunk), tasks))
+            chunk_sums = [g.sum(0) for g in leaves(grads)]
+            sums = [a + b for a, b in zip(sums, chunk_sums)] if sums else chunk_sums
+            logs.append(aux)
+        means: Gradients = [s / count for s in sums]
+        return means, concat(logs)
     sum_slice = partial(_meta_gradient_sum, task_loss=task_loss, meta=meta, tasks=tasks)
-    parts = _map_task_slices(owner, sum_slice, _count(tasks), _workers(engine))
+    parts = _map_task_slices(owner, sum_slice, count, _workers(engine))
     return reduce(_add, [sums for sums, _ in parts]), stack([aux for _, logs in parts for aux in logs])
 
 
@@ -147,6 +161,21 @@ def _meta_gradient_sum(
 def _add(total: Sequence[Tensor | None], more: Sequence[Tensor | None]) -> Gradients:
     """Entry-wise sum of two gradient lists, ``None`` counting as zero."""
     return [b if a is None else a if b is None else a + b for a, b in zip(total, more)]
+
+
+def _vectorised_chunks(tasks: Nest, count: int) -> list[range]:
+    """The tasks that vmap meta-trains at once: all of them on accelerators; on CPU, chunks of at most
+    ``VECTORISED_CHUNK_VALUES`` input values (a batched step holds every task's graph at once)."""
+    first = next(leaves(tasks))
+    size = count
+    if first.device.type == "cpu":
+        values = sum(t[0].numel() for t in leaves(tasks) if t.is_floating_point())
+        size = max(1, min(count, VECTORISED_CHUNK_VALUES // max(1, values)))
+    return [range(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def _rows(chunk: range, t: Tensor) -> Tensor:
+    return t[chunk.start : chunk.stop]
 
 
 def _count(tasks: Nest) -> int:

@@ -69,12 +69,28 @@ def stack(trees: list[Nest]) -> Nest:
     Returns:
         A nest of that structure whose tensors hold the tasks along a new dim 0.
     """
+    return _combine(torch.stack, trees)
+
+
+def concat(trees: list[Nest]) -> Nest:
+    """Nests of one structure, each holding some tasks along dim 0, as one nest of all the tasks in order.
+
+    Args:
+        trees: The nests, in order.
+
+    Returns:
+        A nest of that structure whose tensors are the concatenations along dim 0.
+    """
+    return _combine(torch.cat, trees)
+
+
+def _combine(join: Callable[[list[Tensor]], Tensor], trees: list[Nest]) -> Nest:
     first = trees[0]
     if isinstance(first, Tensor):
-        return torch.stack(trees)
+        return join(trees)
     if isinstance(first, dict):
-        return {k: stack([t[k] for t in trees]) for k in first}
-    return _like(first, (stack(list(group)) for group in zip(*trees)))
+        return {k: _combine(join, [t[k] for t in trees]) for k in first}
+    return _like(first, (_combine(join, list(group)) for group in zip(*trees)))
 
 
 def _like(tree: Nest, values: Iterable[Nest]) -> Nest:

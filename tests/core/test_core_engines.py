@@ -10,11 +10,12 @@ check it against the loop engine and against finite differences.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from unittest.mock import patch
 
 import pytest
 import torch
 
-from maml_cli.core import Engine
+from maml_cli.core import Engine, engines
 from maml_cli.core.engines import choose_engine, draws_random_numbers
 from tests.core.core_helpers import (
     DTYPE,
@@ -75,14 +76,16 @@ def cpu_threads(count: int):
 
 
 def _run(variant: str, engine: str, batch, iteration: int = 3):
-    maml = learner(_model(variant), engine=engine, **VARIANTS[variant])
+    by_task = engine == "vmap_task_by_task"  # vmap meta-trains on CPU in chunks of tasks: here one task a chunk
+    maml = learner(_model(variant), engine="vmap" if by_task else engine, **VARIANTS[variant])
     torch.manual_seed(0)  # the same draws of Reptile's inner batches in every engine
-    with cpu_threads(3 if engine == "threads" else 1):  # 3 workers for 4 tasks: uneven slices
+    threads = 3 if engine == "threads" else 1  # 3 workers for 4 tasks: uneven slices
+    with cpu_threads(threads), patch.object(engines, "VECTORISED_CHUNK_VALUES", 1 if by_task else 2**30):
         stats = maml.meta_backward(batch, iteration)
     return maml, stats
 
 
-@pytest.mark.parametrize("engine", ["vmap", "threads"])
+@pytest.mark.parametrize("engine", ["vmap", "vmap_task_by_task", "threads"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_vmap_and_threads_engines_equal_loop_engine_in_meta_loss_meta_gradient_and_statistics(variant, engine):
     batch = classification_batch(tasks=4)
@@ -177,12 +180,16 @@ def test_threads_engine_is_reproducible_and_leaves_the_thread_settings_as_it_fou
     assert torch.equal(grads[0], grads[1])
 
 
-def test_auto_engine_threads_small_tasks_on_cpu_but_loops_for_large_tasks_and_random_models():
-    batch = classification_batch(tasks=2)
-    assert choose_engine(Engine.auto, batch, draws_random_numbers(conv_net())) is Engine.threads
-    large = classification_batch(tasks=2, ways=20, shots=1, queries=15, shape=(1, 28, 28))  # Omniglot 20w1s: 250,880
+def test_auto_engine_vectorises_tiny_tasks_threads_small_ones_and_loops_for_large_tasks_and_random_models():
+    net = draws_random_numbers(conv_net())
+    tiny = classification_batch(tasks=2, ways=5, shots=1, queries=1, shape=(1, 28, 28))  # Omniglot 5w1s: 7,840
+    assert choose_engine(Engine.auto, tiny, net) is Engine.vmap  # one batched kernel beats many tiny ones
+    small = classification_batch(tasks=2, ways=20, shots=1, queries=15, shape=(1, 28, 28))  # Omniglot 20w1s: 250,880
+    assert choose_engine(Engine.auto, small, net) is Engine.threads
+    large = classification_batch(tasks=2, ways=20, shots=5, queries=15, shape=(1, 28, 28))  # 20w5s q15: 313,600
     # side by side: twice the memory
-    assert choose_engine(Engine.auto, large, draws_random_numbers(conv_net())) is Engine.loop
+    assert choose_engine(Engine.auto, large, net) is Engine.loop
     dropout = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.1), torch.nn.Linear(36, 3)).to(DTYPE)
     # seeded runs stay reproducible
+    batch = classification_batch(tasks=2)
     assert choose_engine(Engine.auto, batch, draws_random_numbers(dropout)) is Engine.loop
