@@ -105,11 +105,12 @@ def test_each_cpu_recipe_anneals_its_meta_lr_over_its_budget_30_minutes_at_5_way
     assert recipe.optimizer.schedule.value != "constant" and recipe.iterations >= 100_000  # the budget ends it
 
 
-def test_the_cpu_recipe_search_anneals_over_each_trial_budget_and_skips_the_test():
-    trial = composed("train", "sweep=cpu_recipe", "experiment=omniglot_5w1s", "max_time=5m")
+@pytest.mark.parametrize("search, row", [("cpu_recipe", "omniglot_5w1s"), ("cpu_recipe_20way", "omniglot_20w1s")])
+def test_the_cpu_recipe_searches_anneal_over_each_trial_budget_and_skip_the_test(search, row):
+    trial = composed("train", f"sweep={search}", f"experiment={row}", "max_time=5m")
     assert (trial.optimizer.schedule.value, trial.optimizer.span.value, trial.test_tasks) == ("cosine", "max_time", 0)
     with pytest.raises(MamlError, match="optimizer.span=max_time anneals .* set max_time"):
-        composed("train", "sweep=cpu_recipe", "experiment=omniglot_5w1s")  # a trial needs its budget
+        composed("train", f"sweep={search}", f"experiment={row}")  # a trial needs its budget
 
 
 @pytest.mark.parametrize(
