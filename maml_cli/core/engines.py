@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial, reduce
+from operator import itemgetter
 from typing import TypeVar
 
 import torch
@@ -72,7 +73,7 @@ def choose_engine(requested: Engine, batch: TaskBatch, random_model: bool) -> En
         return requested
     if batch.x_support.device.type != "cpu":
         return Engine.vmap
-    values = batch.x_support[0].numel() + batch.x_query[0].numel()
+    values = _task_values(batch.tensors())
     if random_model or values > THREADED_TASK_VALUES:
         return Engine.loop
     return Engine.vmap if values <= VECTORISED_TASK_VALUES else Engine.threads
@@ -125,14 +126,13 @@ def meta_gradients(
         detached = map_tensors(Tensor.detach, meta)
         loss_grad = grad(partial(task_loss, owner), has_aux=True)
         batched = vmap(loss_grad, in_dims=(None, *(0,) * len(tasks)), randomness="different")
-        sums: list[Tensor] = []
+        chunk_sums: list[list[Tensor]] = []
         logs = []
         for chunk in _vectorised_chunks(tasks, count):
-            grads, aux = batched(detached, *map_tensors(partial(_rows, chunk), tasks))
-            chunk_sums = [g.sum(0) for g in leaves(grads)]
-            sums = [a + b for a, b in zip(sums, chunk_sums)] if sums else chunk_sums
+            grads, aux = batched(detached, *map_tensors(itemgetter(chunk), tasks))
+            chunk_sums.append([g.sum(0) for g in leaves(grads)])
             logs.append(aux)
-        means: Gradients = [s / count for s in sums]
+        means: Gradients = [sum(parts) / count for parts in zip(*chunk_sums)]
         return means, concat(logs)
     sum_slice = partial(_meta_gradient_sum, task_loss=task_loss, meta=meta, tasks=tasks)
     parts = _map_task_slices(owner, sum_slice, count, _workers(engine))
@@ -163,19 +163,18 @@ def _add(total: Sequence[Tensor | None], more: Sequence[Tensor | None]) -> Gradi
     return [b if a is None else a if b is None else a + b for a, b in zip(total, more)]
 
 
-def _vectorised_chunks(tasks: Nest, count: int) -> list[range]:
+def _vectorised_chunks(tasks: Nest, count: int) -> list[slice]:
     """The tasks that vmap meta-trains at once: all of them on accelerators; on CPU, chunks of at most
     ``VECTORISED_CHUNK_VALUES`` input values (a batched step holds every task's graph at once)."""
-    first = next(leaves(tasks))
     size = count
-    if first.device.type == "cpu":
-        values = sum(t[0].numel() for t in leaves(tasks) if t.is_floating_point())
-        size = max(1, min(count, VECTORISED_CHUNK_VALUES // max(1, values)))
-    return [range(start, min(start + size, count)) for start in range(0, count, size)]
+    if next(leaves(tasks)).device.type == "cpu":
+        size = max(1, min(count, VECTORISED_CHUNK_VALUES // max(1, _task_values(tasks))))
+    return [slice(start, start + size) for start in range(0, count, size)]
 
 
-def _rows(chunk: range, t: Tensor) -> Tensor:
-    return t[chunk.start : chunk.stop]
+def _task_values(tasks: Nest) -> int:
+    """How many floating-point values one task of the nests ``tasks`` holds (its inputs, chiefly)."""
+    return sum(t[0].numel() for t in leaves(tasks) if t.is_floating_point())
 
 
 def _count(tasks: Nest) -> int:
