@@ -36,6 +36,9 @@ whole footprint) and its growth over the RSS before it (``step_growth_mb``, the 
 ``--memory-samples`` steps on ``--memory-workloads`` (one step elsewhere); ``--memory subprocess``
 measures as many steps in a fresh subprocess instead, after a first one; on CUDA,
 ``torch.cuda.max_memory_allocated`` growth.
+On CPU, maml-cli's step is also set against its convolution floor (``benchmarks/floor.py``): the step's
+convolution and matrix-product work, counted by ``FlopCounterMode`` (backward and double backward included),
+at this CPU's best rate on Omniglot-sized 3x3 convolutions; ``over_floor`` is the step's time over it.
 ``--profile`` adds, per workload, where maml-cli's and the reference's CPU time goes, by operator
 (``benchmarks/profile.py``). Also: task sampling per meta-batch on real Omniglot (vs. a meta-step) and
 the evaluation throughput (600 5-way 1-shot tasks, 10 adaptation steps, ``MetaLearner.evaluate``; the
@@ -52,6 +55,6 @@ Writes ``outputs/bench/results.json`` and prints a table. Run from the repositor
     .venv/bin/python -m benchmarks --workloads omniglot_5w1s --impls maml_cli,reference --no-eval
 
 The parts: ``workloads`` (what is run), ``implementations`` and ``reference`` (who runs it), ``checks``
-(gradients agree, no host syncs), ``measure`` (time), ``memory`` (peak RSS), ``report`` (the table),
-``profile`` (by operator), ``cli`` (the flags and the run).
+(gradients agree, no host syncs), ``measure`` (time), ``memory`` (peak RSS), ``floor`` (the convolution
+floor), ``report`` (the table), ``profile`` (by operator), ``cli`` (the flags and the run).
 """

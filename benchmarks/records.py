@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.implementations import THIRD_PARTY
+from benchmarks.floor import convolution_floor
+from benchmarks.implementations import THIRD_PARTY, make_step
 from benchmarks.measure import time_evaluation, time_sampling, time_steps
 from benchmarks.memory import measure_memory
 from benchmarks.profile import PROFILED, profile_impl
@@ -61,10 +62,22 @@ def step_records(
             if args.profile and device.type == "cpu" and impl in PROFILED:
                 folder = Path(args.out).parent / "profiles"
                 rec["profile"] = profile_impl(impl, workload, variant, batch, device, folder)
+            if impl == "maml_cli" and device.type == "cpu":
+                rec.update(_floor(workload, variant, batch, device, rec["median_s"], threads))
             variant_records.append(rec)
         _add_memory_ratios(variant_records)
         records += variant_records
     return records
+
+
+def _floor(workload: str, variant: str, batch: TaskBatch, device: torch.device, median_s: float, threads: int) -> dict:
+    """The convolution floor of maml_cli's step, counted on its per-task engine (the same work)."""
+    floor = convolution_floor(make_step("maml_cli-loop", workload, variant, batch, device), median_s, threads)
+    log(
+        f"    convolution floor: {floor['gflop']:.1f} GFLOP at {floor['convolution_gflops']:.0f} GFLOP/s"
+        f" = {floor['floor_s']:.3f} s; maml_cli {floor['over_floor']:.2f}x it"
+    )
+    return floor
 
 
 def _add_memory_ratios(records: list[dict]) -> None:

@@ -52,6 +52,12 @@ def print_table(records: list[dict], meta: dict) -> None:
                 f"  {1 / r['median_s']:.1f} steps/s"
             )
     for r in records:
+        if "floor_s" in r:
+            print(
+                f"convolution floor {r['workload']} {r['variant']}: {r['gflop']:.1f} GFLOP a step at"
+                f" {r['convolution_gflops']:.0f} GFLOP/s = {r['floor_s']:.3f} s; {r['impl']} {r['over_floor']:.2f}x it"
+            )
+    for r in records:
         if r["variant"] == "sampling":
             frac = (
                 f", {100 * r['fraction_of_step']:.2f}% of maml_cli's step {r['of_variant']}" if r["of_variant"] else ""

@@ -28,6 +28,9 @@ def test_bench_subset_writes_records_with_ratios_and_an_exact_gradient_check(tmp
     ours, reference = steps["maml_cli"], steps["reference"]
     assert ours["ratio_reference_over_this"] == reference["median_s"] / ours["median_s"]
     assert ours["memory_over_reference"] == ours["peak_rss_mb"] / reference["peak_rss_mb"]
+    # the convolution floor: the step's counted convolution work at this CPU's convolution rate
+    assert ours["gflop"] > 0 and ours["floor_s"] == ours["gflop"] / ours["convolution_gflops"]
+    assert ours["over_floor"] == ours["median_s"] / ours["floor_s"] and "floor_s" not in reference
 
     # the paper preset's own workload: its meta-batch and K queries per class, its inner loop, its stride Conv4
     preset = {r["impl"]: r for r in records if r["workload"] == "omniglot_5w1s" and r["variant"] == "preset"}
@@ -45,4 +48,4 @@ def test_bench_subset_writes_records_with_ratios_and_an_exact_gradient_check(tmp
     assert max(checks.values()) < 1e-10  # float64: rounding level
     assert any(r["variant"] == "sampling" and r["median_s"] > 0 for r in records)
     assert any(r["variant"] == "eval-10steps" and r["tasks"] == 4 for r in records)
-    assert "meta-gradient check" in done.stdout and "ref/this" in done.stdout
+    assert "meta-gradient check" in done.stdout and "ref/this" in done.stdout and "convolution floor" in done.stdout
