@@ -2,8 +2,9 @@
 
 The inner loop approximately solves φ* = argmin_φ L_support(φ) + λ/2·‖φ − θ‖² (``steps`` steps from θ). By the
 implicit function theorem dφ*/dθ = (I + H/λ)⁻¹ with H = ∇²L_support(φ*), so the task's meta-gradient is
-(I + H/λ)⁻¹ ∇L_query(φ), found by ``cg_steps`` of conjugate gradient on Hessian-vector products at φ. It needs φ,
-not the path to it: nothing of the inner steps is kept, and memory does not grow with their number.
+(I + H/λ)⁻¹ ∇L_query(φ), found by ``cg_steps`` of conjugate gradient on Hessian-vector products at φ (the support
+gradient's graph built once, differentiated again for each). It needs φ, not the path to it: nothing of the
+inner steps is kept, and memory does not grow with their number.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from maml_cli.core.autodiff import grad_and_value
+from maml_cli.core.autodiff import grad_and_value, hessian_vector_product
 from maml_cli.core.batchnorm import Buffers
 
 if TYPE_CHECKING:
@@ -61,15 +62,11 @@ def task_direction(
 
     query_grad, (_, (out, buffers)) = grad_and_value(loss_on(x_q, y_q, steps, True), adapted, False, functional)
     support_loss = loss_on(x_s, y_s, max(steps - 1, 0), False)  # as the last inner step's support pass
+    hessian_times = hessian_vector_product(support_loss, adapted, functional)
 
     def matvec(v: Params) -> Params:
-        """(I + H/λ) v, with H v the gradient of ⟨∇L_support, v⟩ at φ."""
-
-        def along_v(sub: Params) -> tuple[Tensor, tuple[()]]:
-            g, _ = grad_and_value(support_loss, sub, True, functional)
-            return _dot(g, v), ()
-
-        hv, _ = grad_and_value(along_v, adapted, False, functional)
+        """(I + H/λ) v, with H the support loss's Hessian at φ."""
+        hv = hessian_times(v)
         return {n: v[n] + hv[n] / lam for n in v}
 
     return conjugate_gradient(matvec, query_grad, learner.inner.cg_steps), out, support_losses, buffers

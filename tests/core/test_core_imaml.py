@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from maml_cli.core.autodiff import hessian_vector_product
 from maml_cli.core.imaml import conjugate_gradient
 from tests.core.core_helpers import (
     DTYPE,
@@ -103,6 +104,28 @@ def test_conjugate_gradient_solves_a_positive_definite_system_in_as_many_steps_a
     assert relative_error(solution, torch.linalg.solve(a, b)) < ROUNDING  # a well-conditioned 5×5 system
     zero = conjugate_gradient(lambda v: {"x": a @ v["x"]}, {"x": torch.zeros(5, dtype=DTYPE)}, steps=3)["x"]
     assert torch.equal(zero, torch.zeros(5, dtype=DTYPE))  # 0/0 is taken as 0, not NaN
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_hessian_vector_products_of_a_cubic_at_a_point_are_its_hessian_times_each_vector(functional):
+    """f(x, y) = ½ xᵀAx + Σ y³ has the Hessian diag(A, 6·diag(y)); the gradient's graph, built once, serves every
+    vector (conjugate gradient asks for several at one point)."""
+    g = torch.Generator().manual_seed(4)
+    m = torch.randn(4, 4, generator=g, dtype=DTYPE)
+    a = m @ m.T
+    point = {"x": torch.randn(4, generator=g, dtype=DTYPE), "y": torch.randn(3, generator=g, dtype=DTYPE)}
+
+    def f(p: dict[str, Tensor]) -> tuple[Tensor, tuple[()]]:
+        return 0.5 * p["x"] @ a @ p["x"] + (p["y"] ** 3).sum(), ()
+
+    product = hessian_vector_product(f, point, functional)
+    for _ in range(3):
+        v = {"x": torch.randn(4, generator=g, dtype=DTYPE), "y": torch.randn(3, generator=g, dtype=DTYPE)}
+        hv = product(v)
+        assert (
+            relative_error(hv["x"], a @ v["x"]) < ROUNDING
+            and relative_error(hv["y"], 6 * point["y"] * v["y"]) < ROUNDING
+        )
 
 
 @pytest.mark.parametrize("method", ["imaml", "maml"])
