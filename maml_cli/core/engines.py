@@ -5,8 +5,9 @@ vectorises the tasks with ``torch.func.vmap``; all compute the same results. Thr
 meta-batch's per-task kernels are small (a 5-image support set, a 75-image query set), and two or more
 intra-op threads share them poorly: whole tasks at once, each worker thread with one intra-op thread, keep
 every core busy (torch releases the GIL inside its kernels and runs CPU backward passes on the calling
-thread). Tasks are split into contiguous slices, one per worker, so that results (and their summation
-order) do not depend on scheduling.
+thread). On CPU ``vmap`` does the same with its chunks of tasks, where each thread's share is large enough.
+Tasks are split into contiguous slices, one per worker, so that results (and their summation order) do not
+depend on scheduling.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from maml_cli.core.tasks import TaskBatch
 VECTORISED_TASK_VALUES = 2**14  # engine=auto on CPU vectorises tasks whose inputs hold at most this many values
 THREADED_TASK_VALUES = 2**18  # ... and threads those that hold at most this many
 VECTORISED_CHUNK_VALUES = 2**17  # on CPU, vmap meta-trains at most this many input values' tasks at once (memory)
+THREADED_VMAP_VALUES = 2**14  # ... spread over the threads when each thread's share holds at least this many
 DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 Owner = TypeVar("Owner", bound=nn.Module)
@@ -98,7 +100,7 @@ def map_tasks(engine: Engine, owner: Owner, fn: Callable[..., Nest], *tasks: Nes
     def run(worker: Owner, indices: range) -> list[Nest]:
         return [fn(worker, *index(tasks, i)) for i in indices]
 
-    parts = _map_task_slices(owner, run, _count(tasks), _workers(engine))
+    parts = _map_task_slices(owner, run, _count(tasks), _workers(engine, owner, tasks))
     return stack([result for part in parts for result in part])
 
 
@@ -119,24 +121,37 @@ def meta_gradients(
         The gradients in the order of ``leaves(meta)`` (task by task, ``None`` for a tensor that no task used,
         as ``.backward`` leaves its ``.grad`` unset; ``vmap`` gives zeros), and the tasks' logs, stacked.
     """
-    count = _count(tasks)
-    if engine is Engine.vmap:
-        # torch.func.grad differentiates its own inputs: given the parameters themselves, it would also
-        # record an outer autograd graph, and the gradients would hold it (and leak through it).
-        detached = map_tensors(Tensor.detach, meta)
-        loss_grad = grad(partial(task_loss, owner), has_aux=True)
-        batched = vmap(loss_grad, in_dims=(None, *(0,) * len(tasks)), randomness="different")
-        chunk_sums: list[list[Tensor]] = []
-        logs = []
-        for chunk in _vectorised_chunks(tasks, count):
-            grads, aux = batched(detached, *map_tensors(itemgetter(chunk), tasks))
-            chunk_sums.append([g.sum(0) for g in leaves(grads)])
-            logs.append(aux)
-        means: Gradients = [sum(parts) / count for parts in zip(*chunk_sums)]
-        return means, concat(logs)
+    workers = _workers(engine, owner, tasks)
     sum_slice = partial(_meta_gradient_sum, task_loss=task_loss, meta=meta, tasks=tasks)
-    parts = _map_task_slices(owner, sum_slice, count, _workers(engine))
-    return reduce(_add, [sums for sums, _ in parts]), stack([aux for _, logs in parts for aux in logs])
+    if engine is Engine.vmap:
+        sum_slice = partial(_vectorised_gradient_sum, task_loss=task_loss, meta=meta, tasks=tasks, workers=workers)
+    parts = _map_task_slices(owner, sum_slice, _count(tasks), workers)
+    return reduce(_add, [sums for sums, _ in parts]), concat([logs for _, logs in parts])
+
+
+def _vectorised_gradient_sum(
+    owner: nn.Module,
+    indices: range,
+    *,
+    task_loss: Callable[..., tuple[Tensor, Nest]],
+    meta: Nest,
+    tasks: tuple[Nest, ...],
+    workers: int,
+) -> tuple[Gradients, Nest]:
+    """Σ over the tasks ``indices`` of their gradients of loss / number of tasks, vectorised in chunks of at most
+    ``VECTORISED_CHUNK_VALUES / workers`` input values on CPU, and their logs, stacked."""
+    # torch.func.grad differentiates its own inputs: given the parameters themselves, it would also
+    # record an outer autograd graph, and the gradients would hold it (and leak through it).
+    detached = map_tensors(Tensor.detach, meta)
+    loss_grad = grad(partial(task_loss, owner), has_aux=True)
+    batched = vmap(loss_grad, in_dims=(None, *(0,) * len(tasks)), randomness="different")
+    sums: Gradients = [None] * len(list(leaves(meta)))
+    logs, count = [], _count(tasks)
+    for chunk in _vectorised_chunks(tasks, indices, workers):
+        grads, aux = batched(detached, *map_tensors(itemgetter(chunk), tasks))
+        sums = _add(sums, [g.sum(0) / count for g in leaves(grads)])
+        logs.append(aux)
+    return sums, concat(logs)
 
 
 def _meta_gradient_sum(
@@ -146,7 +161,7 @@ def _meta_gradient_sum(
     task_loss: Callable[..., tuple[Tensor, Nest]],
     meta: Nest,
     tasks: tuple[Nest, ...],
-) -> tuple[Gradients, list[Nest]]:
+) -> tuple[Gradients, Nest]:
     """Σ over the tasks ``indices`` of their gradients of loss / number of tasks, and their logs."""
     params, count = list(leaves(meta)), _count(tasks)
     sums: Gradients = [None] * len(params)
@@ -155,7 +170,7 @@ def _meta_gradient_sum(
         loss, aux = task_loss(owner, meta, *index(tasks, i))
         sums = _add(sums, torch.autograd.grad(loss / count, params, allow_unused=True))
         logs.append(aux)
-    return sums, logs
+    return sums, stack(logs)
 
 
 def _add(total: Sequence[Tensor | None], more: Sequence[Tensor | None]) -> Gradients:
@@ -163,13 +178,13 @@ def _add(total: Sequence[Tensor | None], more: Sequence[Tensor | None]) -> Gradi
     return [b if a is None else a if b is None else a + b for a, b in zip(total, more)]
 
 
-def _vectorised_chunks(tasks: Nest, count: int) -> list[slice]:
-    """The tasks that vmap meta-trains at once: all of them on accelerators; on CPU, chunks of at most
-    ``VECTORISED_CHUNK_VALUES`` input values (a batched step holds every task's graph at once)."""
-    size = count
+def _vectorised_chunks(tasks: Nest, indices: range, workers: int) -> list[slice]:
+    """The chunks of the tasks ``indices`` that vmap meta-trains at once: all of them on accelerators; on CPU,
+    chunks of at most ``VECTORISED_CHUNK_VALUES`` input values across the ``workers``."""
+    size = len(indices)
     if next(leaves(tasks)).device.type == "cpu":
-        size = max(1, min(count, VECTORISED_CHUNK_VALUES // max(1, _task_values(tasks))))
-    return [slice(start, start + size) for start in range(0, count, size)]
+        size = max(1, min(size, VECTORISED_CHUNK_VALUES // workers // max(1, _task_values(tasks))))
+    return [slice(start, min(start + size, indices.stop)) for start in range(indices.start, indices.stop, size)]
 
 
 def _task_values(tasks: Nest) -> int:
@@ -181,8 +196,17 @@ def _count(tasks: Nest) -> int:
     return next(leaves(tasks)).shape[0]
 
 
-def _workers(engine: Engine) -> int:
-    return torch.get_num_threads() if engine is Engine.threads else 1
+def _workers(engine: Engine, owner: nn.Module, tasks: Nest) -> int:
+    """How many threads run the tasks: all intra-op threads for ``threads``, and for ``vmap`` on CPU where each
+    thread's share of the tasks holds at least ``THREADED_VMAP_VALUES`` input values and the model draws no random
+    numbers (threads would draw them in no fixed order); else one."""
+    threads = torch.get_num_threads()
+    if engine is Engine.threads:
+        return threads
+    if engine is not Engine.vmap or next(leaves(tasks)).device.type != "cpu":
+        return 1
+    share = _count(tasks) * _task_values(tasks) // threads
+    return threads if share >= THREADED_VMAP_VALUES and not draws_random_numbers(owner) else 1
 
 
 def _map_task_slices(owner: Owner, fn: Callable[[Owner, range], Result], tasks: int, workers: int) -> list[Result]:

@@ -79,9 +79,9 @@ def concat(trees: list[Nest]) -> Nest:
         trees: The nests, in order.
 
     Returns:
-        A nest of that structure whose tensors are the concatenations along dim 0.
+        A nest of that structure whose tensors are the concatenations along dim 0 (a single nest as it is).
     """
-    return _combine(torch.cat, trees)
+    return trees[0] if len(trees) == 1 else _combine(torch.cat, trees)
 
 
 def _combine(join: Callable[[list[Tensor]], Tensor], trees: list[Nest]) -> Nest:

@@ -75,17 +75,26 @@ def cpu_threads(count: int):
         torch.set_num_threads(before)
 
 
+@contextmanager
+def vmap_spread_over_threads(count: int, chunk_values: int = 2**30):
+    """``count`` threads, and vmap's tasks spread over them however small (chunks of at most ``chunk_values``)."""
+    with cpu_threads(count), patch.multiple(engines, VECTORISED_CHUNK_VALUES=chunk_values, THREADED_VMAP_VALUES=0):
+        yield
+
+
 def _run(variant: str, engine: str, batch, iteration: int = 3):
-    by_task = engine == "vmap_task_by_task"  # vmap meta-trains on CPU in chunks of tasks: here one task a chunk
-    maml = learner(_model(variant), engine="vmap" if by_task else engine, **VARIANTS[variant])
+    # vmap meta-trains on CPU in chunks of tasks (vmap_task_by_task: one task a chunk), spread over the threads
+    # (vmap_threads: over 3, one task a chunk); 3 workers for 4 tasks: uneven slices
+    threads = 3 if engine in ("threads", "vmap_threads") else 1
+    chunk_values = 1 if engine in ("vmap_task_by_task", "vmap_threads") else 2**30
+    maml = learner(_model(variant), engine=engine.split("_")[0], **VARIANTS[variant])
     torch.manual_seed(0)  # the same draws of Reptile's inner batches in every engine
-    threads = 3 if engine == "threads" else 1  # 3 workers for 4 tasks: uneven slices
-    with cpu_threads(threads), patch.object(engines, "VECTORISED_CHUNK_VALUES", 1 if by_task else 2**30):
+    with vmap_spread_over_threads(threads, chunk_values):
         stats = maml.meta_backward(batch, iteration)
     return maml, stats
 
 
-@pytest.mark.parametrize("engine", ["vmap", "vmap_task_by_task", "threads"])
+@pytest.mark.parametrize("engine", ["vmap", "vmap_task_by_task", "vmap_threads", "threads"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_vmap_and_threads_engines_equal_loop_engine_in_meta_loss_meta_gradient_and_statistics(variant, engine):
     batch = classification_batch(tasks=4)
@@ -167,17 +176,30 @@ def test_meta_gradients_are_plain_tensors_that_hold_no_autograd_graph(engine):
     assert grads and all(g.grad_fn is None and not g.requires_grad for g in grads)
 
 
-def test_threads_engine_is_reproducible_and_leaves_the_thread_settings_as_it_found_them():
+@pytest.mark.parametrize("engine", ["threads", "vmap"])
+def test_threads_are_reproducible_and_leave_the_thread_settings_as_they_found_them(engine):
     grads = []
     for _ in range(2):
-        maml = learner(conv_net(), steps=2, engine="threads")
-        with cpu_threads(2):
+        maml = learner(conv_net(), steps=2, engine=engine)
+        with vmap_spread_over_threads(2, chunk_values=1):
             maml.meta_backward(classification_batch(tasks=5))
             assert torch.get_num_threads() == 2
         grads.append(torch.cat([g.flatten() for g in grads_by_name(maml).values()]))
     # Exact by construction: each task runs in one thread on the same slice, through the same kernels on the
     # same inputs, and the slices' sums are added in a fixed order: bitwise the same.
     assert torch.equal(grads[0], grads[1])
+
+
+def test_vmap_runs_a_model_that_draws_random_numbers_on_one_thread_so_that_seeded_runs_repeat():
+    def seeded_run() -> torch.Tensor:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(36, 3)).to(DTYPE)
+        maml = learner(net, steps=2, engine="vmap")
+        with vmap_spread_over_threads(2, chunk_values=1):  # two threads would draw in no fixed order
+            maml.meta_backward(classification_batch(tasks=6))
+        return torch.cat([g.flatten() for g in grads_by_name(maml).values()])
+
+    assert torch.equal(seeded_run(), seeded_run())
 
 
 def test_auto_engine_vectorises_tiny_tasks_threads_small_ones_and_loops_for_large_tasks_and_random_models():
