@@ -162,7 +162,7 @@ def _meta_gradient_sum(
     meta: Nest,
     tasks: tuple[Nest, ...],
 ) -> tuple[Gradients, Nest]:
-    """Σ over the tasks ``indices`` of their gradients of loss / number of tasks, and their logs."""
+    """Σ over the tasks ``indices`` of their gradients of loss / number of tasks, and their logs, stacked."""
     params, count = list(leaves(meta)), _count(tasks)
     sums: Gradients = [None] * len(params)
     logs = []
