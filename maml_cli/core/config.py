@@ -47,7 +47,7 @@ class Engine(str, Enum):
     auto = "auto"  # on CPU vmap for tiny tasks, threads for small, loop for large and with dropout; vmap elsewhere
     loop = "loop"  # one task at a time, gradients accumulated (flat memory)
     threads = "threads"  # one task at a time per CPU thread, each with one intra-op thread
-    vmap = "vmap"  # the tasks of a meta-batch at once with torch.func.vmap (on CPU, in chunks)
+    vmap = "vmap"  # the tasks of a meta-batch at once with torch.func.vmap (on CPU, in chunks over the threads)
 
 
 class Method(str, Enum):
