@@ -61,15 +61,14 @@ def hessian_vector_product(
     gradient, _ = grad_and_value(fn, variables, True, False)
 
     def product(v: Params) -> Params:
-        with torch.enable_grad():
-            hv = torch.autograd.grad(
-                tuple(gradient.values()),
-                tuple(variables.values()),
-                grad_outputs=tuple(v[n] for n in gradient),
-                retain_graph=True,
-                allow_unused=True,
-                materialize_grads=True,
-            )
+        hv = torch.autograd.grad(
+            tuple(gradient.values()),
+            tuple(variables.values()),
+            grad_outputs=tuple(v[n] for n in gradient),
+            retain_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
+        )
         return dict(zip(variables, hv))
 
     return product

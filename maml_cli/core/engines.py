@@ -100,12 +100,17 @@ def map_tasks(engine: Engine, owner: Owner, fn: Callable[..., Nest], *tasks: Nes
     def run(worker: Owner, indices: range) -> list[Nest]:
         return [fn(worker, *index(tasks, i)) for i in indices]
 
-    parts = _map_task_slices(owner, run, _count(tasks), _workers(engine, owner, tasks))
+    parts = _map_task_slices(owner, run, _count(tasks), _workers(engine, tasks, random_model=False))  # (no vmap here)
     return stack([result for part in parts for result in part])
 
 
 def meta_gradients(
-    engine: Engine, owner: Owner, task_loss: Callable[..., tuple[Tensor, Nest]], meta: Nest, *tasks: Nest
+    engine: Engine,
+    owner: Owner,
+    task_loss: Callable[..., tuple[Tensor, Nest]],
+    meta: Nest,
+    *tasks: Nest,
+    random_model: bool = False,
 ) -> tuple[Gradients, Nest]:
     """The gradient of the mean over tasks of ``task_loss(owner, meta, *task_i)`` w.r.t. each tensor of ``meta``.
 
@@ -116,12 +121,14 @@ def meta_gradients(
             what to log (a nest).
         meta: The meta-parameters (a nest of tensors that require gradients).
         *tasks: Nests of per-task tensors (tasks along dim 0).
+        random_model: Whether the model draws random numbers (:func:`draws_random_numbers`): then ``vmap`` runs
+            on one thread, so that seeded runs repeat.
 
     Returns:
         The gradients in the order of ``leaves(meta)`` (task by task, ``None`` for a tensor that no task used,
         as ``.backward`` leaves its ``.grad`` unset; ``vmap`` gives zeros), and the tasks' logs, stacked.
     """
-    workers = _workers(engine, owner, tasks)
+    workers = _workers(engine, tasks, random_model)
     sum_slice = partial(_meta_gradient_sum, task_loss=task_loss, meta=meta, tasks=tasks)
     if engine is Engine.vmap:
         sum_slice = partial(_vectorised_gradient_sum, task_loss=task_loss, meta=meta, tasks=tasks, workers=workers)
@@ -196,7 +203,7 @@ def _count(tasks: Nest) -> int:
     return next(leaves(tasks)).shape[0]
 
 
-def _workers(engine: Engine, owner: nn.Module, tasks: Nest) -> int:
+def _workers(engine: Engine, tasks: Nest, random_model: bool) -> int:
     """How many threads run the tasks: all intra-op threads for ``threads``, and for ``vmap`` on CPU where each
     thread's share of the tasks holds at least ``THREADED_VMAP_VALUES`` input values and the model draws no random
     numbers (threads would draw them in no fixed order); else one."""
@@ -206,7 +213,7 @@ def _workers(engine: Engine, owner: nn.Module, tasks: Nest) -> int:
     if engine is not Engine.vmap or next(leaves(tasks)).device.type != "cpu":
         return 1
     share = _count(tasks) * _task_values(tasks) // threads
-    return threads if share >= THREADED_VMAP_VALUES and not draws_random_numbers(owner) else 1
+    return threads if share >= THREADED_VMAP_VALUES and not random_model else 1
 
 
 def _map_task_slices(owner: Owner, fn: Callable[[Owner, range], Result], tasks: int, workers: int) -> list[Result]:

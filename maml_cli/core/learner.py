@@ -158,7 +158,7 @@ class MetaLearner(nn.Module):
                 examples = batch.x_support.shape[1] + batch.x_query.shape[1]
                 size, device = self.inner.inner_batch, batch.x_support.device
                 tasks.append(reptile.inner_batches(len(batch), examples, self.inner.steps, size, device))
-        grads, aux = meta_gradients(engine, self, task_loss, meta, *tasks)
+        grads, aux = meta_gradients(engine, self, task_loss, meta, *tasks, random_model=self._random_model)
         for p, g in zip(leaves(meta), grads):
             if g is not None:
                 p.grad = g if p.grad is None else p.grad + g
